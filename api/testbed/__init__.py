@@ -1,0 +1,1 @@
+"""Test bed: real Kubernetes, etcd, Flux and Helm binaries built from the Go module proxy."""
