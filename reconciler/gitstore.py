@@ -1,0 +1,810 @@
+"""The Git store: one bare repository per Organization, written with pygit2 and nothing else.
+
+A commit builds its tree from the old tree along the changed paths only (no index, no worktree),
+and refs/heads/main moves by compare-and-swap, so concurrent workers and engineers' own commits
+(under apps/) are never overwritten. This is the only module that imports pygit2.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path, PurePosixPath
+from typing import Protocol
+
+import pygit2
+from pygit2.enums import FileMode, ObjectType, Option
+
+MAIN = "refs/heads/main"
+
+TRAILER_CHANGE_ID = "Hexabase-Change-Id"
+TRAILER_ACTOR = "Hexabase-Actor"
+TRAILER_REQUEST_ID = "Hexabase-Request-Id"
+
+ORG_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+ORG_ID_RULE = "must be 1-128 letters, digits, '-' or '_', starting with a letter or digit"
+
+Writes = Mapping[PurePosixPath, bytes]
+PathLike = PurePosixPath | str
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class GitStoreError(Exception):
+    """Base class for every error the Git store raises."""
+
+
+class UnsafePathError(GitStoreError, ValueError):
+    """A path that must never reach a tenant tree (absolute, '..', '.git', ...)."""
+
+
+class PathConflictError(GitStoreError, ValueError):
+    """A write or delete that contradicts the tree: a file where a directory is, or the reverse."""
+
+
+class RepositoryNotFoundError(GitStoreError, LookupError):
+    """No repository for this organization; create it first."""
+
+
+class RepositoryExistsError(GitStoreError):
+    """The organization already has a repository; it is never created twice."""
+
+
+class ConcurrentUpdateError(GitStoreError):
+    """refs/heads/main moved under us more often than we may retry, or differs from the
+    head the caller required. Temporary: retrying later is safe."""
+
+
+class PushError(GitStoreError):
+    """The remote refused or could not be reached; the local commit stands."""
+
+
+# --------------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True)
+class Person:
+    """A commit identity: the acting user (author) or Hexabase itself (committer)."""
+
+    name: str
+    email: str
+
+    def __post_init__(self) -> None:
+        for value in (self.name, self.email):
+            if not value or any(c in value for c in "<>\n\r\0"):
+                raise ValueError(f"invalid identity {value!r}: no '<', '>' or line breaks")
+
+
+@dataclass(frozen=True)
+class ChangeTrailer:
+    """One change a commit carries, written as a group of git trailers."""
+
+    change_id: str
+    actor: str
+    request_id: str
+
+    def __post_init__(self) -> None:
+        for key, value in self.lines():
+            if not value or value != value.strip() or any(c in value for c in "\n\r\0"):
+                raise ValueError(f"{key} {value!r}: must be one non-empty line, no edge spaces")
+
+    def lines(self) -> tuple[tuple[str, str], ...]:
+        return (
+            (TRAILER_CHANGE_ID, self.change_id),
+            (TRAILER_ACTOR, self.actor),
+            (TRAILER_REQUEST_ID, self.request_id),
+        )
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    """What a write did. `committed` is False when the tree was unchanged (then `sha` is the
+    current head and nothing was written)."""
+
+    sha: str
+    committed: bool
+    parent: str | None
+    written: tuple[PurePosixPath, ...] = ()
+    deleted: tuple[PurePosixPath, ...] = ()
+    attempts: int = 1
+    push_error: str | None = None
+
+
+@dataclass(frozen=True)
+class CommitRecord:
+    """A commit of main as the audit view and the tests read it."""
+
+    sha: str
+    parents: tuple[str, ...]
+    author: Person
+    committer: Person
+    authored_at: datetime
+    committed_at: datetime
+    subject: str
+    message: str
+    changes: tuple[ChangeTrailer, ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The writes and deletes that bring the managed files at `head` to a rendered state."""
+
+    head: str
+    writes: dict[PurePosixPath, bytes]
+    deletes: tuple[PurePosixPath, ...]
+
+    @property
+    def empty(self) -> bool:
+        return not self.writes and not self.deletes
+
+
+class TenantRepoStore(Protocol):
+    """What the worker and the API need from a tenant repository store."""
+
+    def exists(self, org_id: str) -> bool: ...
+
+    def create(
+        self,
+        org_id: str,
+        skeleton: Writes,
+        *,
+        author: Person,
+        subject: str,
+        changes: Sequence[ChangeTrailer] = (),
+    ) -> CommitResult: ...
+
+    def commit(
+        self,
+        org_id: str,
+        *,
+        writes: Writes,
+        deletes: Iterable[PathLike] = (),
+        author: Person,
+        subject: str,
+        changes: Sequence[ChangeTrailer] = (),
+        body: str = "",
+        expected_head: str | None = None,
+    ) -> CommitResult: ...
+
+    def commit_rendered(
+        self,
+        org_id: str,
+        rendered: Writes,
+        *,
+        is_managed: Callable[[PurePosixPath], bool],
+        author: Person,
+        subject: str,
+        changes: Sequence[ChangeTrailer] = (),
+        body: str = "",
+        scope: Sequence[PathLike] | None = None,
+        may_contain_managed: Callable[[PurePosixPath], bool] | None = None,
+    ) -> CommitResult: ...
+
+    def committed_change_ids(
+        self, org_id: str, change_ids: Iterable[str], *, depth: int = 100
+    ) -> set[str]: ...
+
+    def head(self, org_id: str) -> str: ...
+
+    def read_file(self, org_id: str, path: PathLike, *, rev: str | None = None) -> bytes | None: ...
+
+    def log(self, org_id: str, *, limit: int = 50) -> list[CommitRecord]: ...
+
+    def push(self, org_id: str) -> None: ...
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def safe_path(path: PathLike) -> PurePosixPath:
+    """Return `path` as a relative PurePosixPath, or raise UnsafePathError.
+
+    Refused: absolute paths, empty segments, '.', '..', a '.git' segment anywhere, a first
+    segment starting with '.git' (.gitmodules, .gitattributes: they change how Git and Flux read
+    the repo), NUL and backslashes. A str is checked before PurePosixPath could hide '//' or '.'.
+    """
+    raw = path if isinstance(path, str) else str(path)
+    if isinstance(path, PurePosixPath) and (path.is_absolute() or raw == "."):
+        raise UnsafePathError(f"{raw!r}: must be a relative file path")
+    if not raw or raw.startswith("/"):
+        raise UnsafePathError(f"{raw!r}: must be a relative file path")
+    segments = raw.split("/")
+    for segment in segments:
+        if segment in ("", ".", ".."):
+            raise UnsafePathError(f"{raw!r}: empty, '.' and '..' segments are not allowed")
+        if "\0" in segment or "\\" in segment:
+            raise UnsafePathError(f"{raw!r}: NUL and backslash are not allowed")
+        if segment.lower() == ".git":
+            raise UnsafePathError(f"{raw!r}: '.git' is not allowed in a path")
+    if segments[0].lower().startswith(".git"):
+        raise UnsafePathError(f"{raw!r}: paths starting with '.git' are not allowed")
+    return PurePosixPath(raw)
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def format_message(subject: str, changes: Sequence[ChangeTrailer] = (), body: str = "") -> str:
+    """Subject, optional body, then one trailer group per change, in order."""
+    subject = subject.strip()
+    if not subject or "\n" in subject or "\r" in subject:
+        raise ValueError("commit subject must be one non-empty line")
+    parts = [subject]
+    if body.strip():
+        parts.append(body.strip())
+    if changes:
+        parts.append("\n".join(f"{k}: {v}" for c in changes for k, v in c.lines()))
+    return "\n\n".join(parts) + "\n"
+
+
+def parse_change_trailers(message: str) -> tuple[ChangeTrailer, ...]:
+    """The Hexabase trailer groups of a commit message (last paragraph), in order."""
+    paragraphs = [p for p in message.strip().split("\n\n") if p.strip()]
+    if len(paragraphs) < 2:
+        return ()
+    groups: list[dict[str, str]] = []
+    for line in paragraphs[-1].splitlines():
+        key, sep, value = line.partition(": ")
+        if not sep:
+            continue
+        if key == TRAILER_CHANGE_ID:
+            groups.append({key: value.strip()})
+        elif key in (TRAILER_ACTOR, TRAILER_REQUEST_ID) and groups:
+            groups[-1][key] = value.strip()
+    found = []
+    for g in groups:
+        try:
+            found.append(
+                ChangeTrailer(
+                    change_id=g[TRAILER_CHANGE_ID],
+                    actor=g.get(TRAILER_ACTOR, "unknown"),
+                    request_id=g.get(TRAILER_REQUEST_ID, "unknown"),
+                )
+            )
+        except ValueError:
+            continue
+    return tuple(found)
+
+
+# --------------------------------------------------------------------------- tree building
+
+
+@dataclass
+class _Node:
+    """Pending changes for one name in a directory: write a blob, delete it, or recurse."""
+
+    children: dict[str, _Node] = field(default_factory=dict)
+    write: bytes | None = None
+    delete: bool = False
+
+
+def _change_tree(writes: Writes, deletes: Iterable[PathLike]) -> _Node:
+    root = _Node()
+    for raw, data in writes.items():
+        path = safe_path(raw)
+        node = _walk_to(root, path)
+        if node.write is not None or node.delete:
+            raise PathConflictError(f"{path}: named twice in one commit")
+        if not isinstance(data, bytes):
+            raise TypeError(f"{path}: content must be bytes, not {type(data).__name__}")
+        node.write = data
+    for raw_delete in deletes:
+        path = safe_path(raw_delete)
+        node = _walk_to(root, path)
+        if node.write is not None:
+            raise PathConflictError(f"{path}: both written and deleted in one commit")
+        node.delete = True
+    return root
+
+
+def _walk_to(root: _Node, path: PurePosixPath) -> _Node:
+    node = root
+    for part in path.parts:
+        node = node.children.setdefault(part, _Node())
+    return node
+
+
+def _build_tree(
+    repo: pygit2.Repository, old: pygit2.Tree | None, node: _Node, where: PurePosixPath
+) -> pygit2.Oid | None:
+    """Write the directory `old` with `node`'s changes applied; None when it ends up empty.
+
+    Only directories on a changed path are visited; every other entry is copied by id from the
+    old tree, so untouched subtrees keep their ids and the cost follows the change.
+    """
+    builder = repo.TreeBuilder(old) if old is not None else repo.TreeBuilder()
+    for name, change in node.children.items():
+        path = where / name
+        entry: pygit2.Object | None = None
+        if old is not None:
+            try:
+                entry = old[name]
+            except KeyError:
+                entry = None
+        is_dir = entry is not None and entry.type == ObjectType.TREE
+        state: tuple[pygit2.Oid, int] | None = (
+            (entry.id, entry.filemode) if entry is not None else None
+        )
+        # Deletes first, then the subdirectory, then the write: this order lets one commit turn a
+        # file into a directory (delete x, write x/y) or a directory into a file.
+        if change.delete:
+            if is_dir:
+                raise PathConflictError(f"{path}: is a directory; a delete names a file")
+            state = None
+        if change.children:
+            if state is not None and not is_dir:
+                raise PathConflictError(f"{path}: is a file; cannot write beneath it")
+            sub_old = repo[entry.id] if is_dir and entry is not None else None
+            assert sub_old is None or isinstance(sub_old, pygit2.Tree)
+            sub = _build_tree(repo, sub_old, change, path)
+            state = (sub, FileMode.TREE) if sub is not None else None
+            is_dir = sub is not None
+        if change.write is not None:
+            if is_dir and state is not None:
+                raise PathConflictError(f"{path}: is a directory; cannot write a file there")
+            state = (repo.create_blob(change.write), FileMode.BLOB)
+        if state is None:
+            if builder.get(name) is not None:
+                builder.remove(name)
+        else:
+            builder.insert(name, state[0], state[1])
+    if len(builder) == 0:
+        return None  # empty directories are pruned: Git cannot hold them anyway
+    return builder.write()
+
+
+def _lookup(tree: pygit2.Tree, path: PurePosixPath) -> pygit2.Object | None:
+    obj: pygit2.Object = tree
+    for part in path.parts:
+        if not isinstance(obj, pygit2.Tree):
+            return None
+        try:
+            obj = obj[part]
+        except KeyError:
+            return None
+    return obj
+
+
+def _default_descend(
+    is_managed: Callable[[PurePosixPath], bool],
+) -> Callable[[PurePosixPath], bool]:
+    # A directory can hold managed files when a file placed right inside it would be managed:
+    # true for host/ and workspaces/, false for workspaces/*/projects/*/apps. Pass
+    # may_contain_managed explicitly for rules that depend on depth.
+    return lambda directory: is_managed(directory / "_")
+
+
+def plan_rendered(
+    repo: pygit2.Repository,
+    head: pygit2.Commit,
+    rendered: Writes,
+    *,
+    is_managed: Callable[[PurePosixPath], bool],
+    scope: Sequence[PathLike] | None = None,
+    may_contain_managed: Callable[[PurePosixPath], bool] | None = None,
+) -> Plan:
+    """Compare a rendered set of managed files with the tree at `head`.
+
+    Writes: rendered files whose blob id differs (hashed in memory, nothing written).
+    Deletes: managed files in the old tree, inside `scope`, that were not rendered. The walk
+    enters only directories that may contain managed files, so apps/ is never read.
+    `scope` (paths of directories or files) says which part of the repo `rendered` is complete
+    for; by default the whole repository.
+    """
+    descend = may_contain_managed or _default_descend(is_managed)
+    roots = [safe_path(s) for s in scope] if scope is not None else [PurePosixPath()]
+    root_tree = head.tree
+    wanted: dict[PurePosixPath, bytes] = {}
+    for raw, data in rendered.items():
+        path = safe_path(raw)
+        if not is_managed(path):
+            raise UnsafePathError(f"{path}: rendered but not a managed path")
+        if not any(r == PurePosixPath() or r == path or r in path.parents for r in roots):
+            raise UnsafePathError(f"{path}: outside the scope {[str(r) for r in roots]}")
+        wanted[path] = data
+
+    dirs: dict[PurePosixPath, pygit2.Object | None] = {}
+    writes: dict[PurePosixPath, bytes] = {}
+    for path, data in wanted.items():
+        parent = path.parent
+        if parent not in dirs:
+            dirs[parent] = _lookup(root_tree, parent) if parent.parts else root_tree
+        directory = dirs[parent]
+        entry: pygit2.Object | None = None
+        if isinstance(directory, pygit2.Tree):
+            try:
+                entry = directory[path.name]
+            except KeyError:
+                entry = None
+        if entry is None or entry.type != ObjectType.BLOB or entry.id != pygit2.hash(data):
+            writes[path] = data
+
+    deletes: list[PurePosixPath] = []
+    for root in roots:
+        obj = _lookup(root_tree, root) if root.parts else root_tree
+        if isinstance(obj, pygit2.Tree):
+            for path in _managed_files(repo, obj, root, is_managed, descend):
+                if path not in wanted:
+                    deletes.append(path)
+        elif obj is not None and is_managed(root) and root not in wanted:
+            deletes.append(root)
+    return Plan(head=str(head.id), writes=writes, deletes=tuple(sorted(set(deletes))))
+
+
+def _managed_files(
+    repo: pygit2.Repository,
+    tree: pygit2.Tree,
+    where: PurePosixPath,
+    is_managed: Callable[[PurePosixPath], bool],
+    descend: Callable[[PurePosixPath], bool],
+) -> Iterator[PurePosixPath]:
+    for entry in tree:
+        name = entry.name
+        assert name is not None
+        path = where / name
+        if entry.type == ObjectType.TREE:
+            if descend(path):
+                sub = repo[entry.id]
+                assert isinstance(sub, pygit2.Tree)
+                yield from _managed_files(repo, sub, path, is_managed, descend)
+        elif entry.type == ObjectType.BLOB and is_managed(path):
+            yield path
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class GitStore:
+    """Bare repositories `<root>/<org_id>.git`, each with a linear history on main.
+
+    `push_url`, when set, is a template such as "https://git.example.com/{org_id}.git" or a
+    local path: every commit is pushed there after the ref moved (failures are reported in
+    CommitResult.push_error; the commit stands and `push` can be retried).
+    `fsync` makes libgit2 fsync objects and refs before a ref moves, so a commit that the
+    database records survives a power loss. It is a process-wide libgit2 setting.
+    """
+
+    def __init__(
+        self,
+        root: Path | str,
+        *,
+        committer: Person = Person("Hexabase", "hexabase@hexabase.local"),
+        push_url: str | None = None,
+        max_attempts: int = 8,
+        fsync: bool = True,
+    ) -> None:
+        self.root = Path(root)
+        self.committer = committer
+        self.push_url = push_url
+        self.max_attempts = max_attempts
+        if fsync:
+            pygit2.option(Option.ENABLE_FSYNC_GITDIR, True)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    # ----------------------------------------------------------------- repositories
+
+    def path(self, org_id: str) -> Path:
+        if not ORG_ID.fullmatch(org_id):
+            raise ValueError(f"organization id {org_id!r} {ORG_ID_RULE}")
+        return self.root / f"{org_id}.git"
+
+    def exists(self, org_id: str) -> bool:
+        return (self.path(org_id) / "HEAD").is_file()
+
+    def _open(self, org_id: str) -> pygit2.Repository:
+        path = self.path(org_id)
+        if not (path / "HEAD").is_file():
+            raise RepositoryNotFoundError(f"no repository for organization {org_id!r} at {path}")
+        return pygit2.Repository(str(path))
+
+    def create(
+        self,
+        org_id: str,
+        skeleton: Writes,
+        *,
+        author: Person,
+        subject: str,
+        changes: Sequence[ChangeTrailer] = (),
+    ) -> CommitResult:
+        """Create the organization's repository with `skeleton` as the first commit on main.
+
+        Built under a temporary name and renamed into place, so nobody ever opens a half-made
+        repository and two creators cannot both succeed.
+        """
+        final = self.path(org_id)
+        if final.exists():
+            raise RepositoryExistsError(f"organization {org_id!r} already has {final}")
+        message = format_message(subject, changes)
+        nodes = _change_tree(skeleton, ())
+        tmp = self.root / f".creating-{org_id}-{uuid.uuid4().hex}.git"
+        try:
+            repo = pygit2.init_repository(str(tmp), bare=True, initial_head="main")
+            tree = _build_tree(repo, None, nodes, PurePosixPath()) or repo.TreeBuilder().write()
+            sha = repo.create_commit(
+                MAIN, self._signature(author), self._signature(self.committer), message, tree, []
+            )
+            del repo
+            try:
+                os.rename(tmp, final)
+            except OSError as exc:
+                raise RepositoryExistsError(f"organization {org_id!r} already has {final}") from exc
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+        result = CommitResult(
+            sha=str(sha), committed=True, parent=None, written=tuple(sorted(skeleton))
+        )
+        return self._after_commit(org_id, result)
+
+    # ----------------------------------------------------------------- writes
+
+    def commit(
+        self,
+        org_id: str,
+        *,
+        writes: Writes,
+        deletes: Iterable[PathLike] = (),
+        author: Person,
+        subject: str,
+        changes: Sequence[ChangeTrailer] = (),
+        body: str = "",
+        expected_head: str | None = None,
+    ) -> CommitResult:
+        """Write and delete files on main in one commit; no commit if the tree is unchanged.
+
+        Deleting a missing file is a no-op. With `expected_head`, the commit lands only on that
+        head (ConcurrentUpdateError otherwise); without it, a lost race re-applies the same
+        writes and deletes on the new head, which keeps whatever the other writer committed.
+        """
+        message = format_message(subject, changes, body)
+        deletes = tuple(deletes)
+        nodes = _change_tree(writes, deletes)
+        repo = self._open(org_id)
+        for attempt in range(1, self.max_attempts + 1):
+            head = self._head_commit(repo)
+            if expected_head is not None and str(head.id) != expected_head:
+                raise ConcurrentUpdateError(
+                    f"{org_id}: main is at {head.id}, the caller expected {expected_head}"
+                )
+            result = self._try_commit(repo, org_id, head, nodes, author, message, attempt)
+            if result is not None and not result.committed:
+                return result
+            if result is not None:
+                written = tuple(sorted(safe_path(p) for p in writes))
+                deleted = tuple(sorted(safe_path(p) for p in deletes))
+                return self._after_commit(org_id, replace(result, written=written, deleted=deleted))
+            if expected_head is not None:
+                raise ConcurrentUpdateError(f"{org_id}: main moved away from {expected_head}")
+            _backoff(attempt)
+        raise ConcurrentUpdateError(
+            f"{org_id}: main kept moving; gave up after {self.max_attempts} attempts"
+        )
+
+    def commit_rendered(
+        self,
+        org_id: str,
+        rendered: Writes,
+        *,
+        is_managed: Callable[[PurePosixPath], bool],
+        author: Person,
+        subject: str,
+        changes: Sequence[ChangeTrailer] = (),
+        body: str = "",
+        scope: Sequence[PathLike] | None = None,
+        may_contain_managed: Callable[[PurePosixPath], bool] | None = None,
+    ) -> CommitResult:
+        """Make the managed files on main equal `rendered`; what the worker calls.
+
+        Plans against the current head (see plan_rendered), commits only what differs, and on a
+        lost race re-plans against the new head, so a commit made meanwhile (an engineer's
+        change under apps/, another worker) is kept. No commit when nothing differs.
+        """
+        message = format_message(subject, changes, body)
+        repo = self._open(org_id)
+        for attempt in range(1, self.max_attempts + 1):
+            head = self._head_commit(repo)
+            plan = plan_rendered(
+                repo,
+                head,
+                rendered,
+                is_managed=is_managed,
+                scope=scope,
+                may_contain_managed=may_contain_managed,
+            )
+            if plan.empty:
+                return CommitResult(sha=plan.head, committed=False, parent=None, attempts=attempt)
+            nodes = _change_tree(plan.writes, plan.deletes)
+            result = self._try_commit(repo, org_id, head, nodes, author, message, attempt)
+            if result is not None and not result.committed:
+                return result
+            if result is not None:
+                return self._after_commit(
+                    org_id,
+                    replace(result, written=tuple(sorted(plan.writes)), deleted=plan.deletes),
+                )
+            _backoff(attempt)
+        raise ConcurrentUpdateError(
+            f"{org_id}: main kept moving; gave up after {self.max_attempts} attempts"
+        )
+
+    def _try_commit(
+        self,
+        repo: pygit2.Repository,
+        org_id: str,
+        head: pygit2.Commit,
+        nodes: _Node,
+        author: Person,
+        message: str,
+        attempt: int,
+    ) -> CommitResult | None:
+        """One attempt: build the tree on `head`, write the commit, CAS main. None if lost."""
+        tree = _build_tree(repo, head.tree, nodes, PurePosixPath()) or repo.TreeBuilder().write()
+        if tree == head.tree_id:
+            return CommitResult(sha=str(head.id), committed=False, parent=None, attempts=attempt)
+        sha = repo.create_commit(
+            None,
+            self._signature(author),
+            self._signature(self.committer),
+            message,
+            tree,
+            [head.id],
+        )
+        self._before_ref_update(org_id, str(head.id))
+        if not _compare_and_swap(repo, head.id, sha, f"commit: {message.splitlines()[0]}"):
+            return None
+        return CommitResult(sha=str(sha), committed=True, parent=str(head.id), attempts=attempt)
+
+    def _before_ref_update(self, org_id: str, planned_head: str) -> None:
+        """Seam between writing the commit object and moving main (tests race here)."""
+
+    def _after_commit(self, org_id: str, result: CommitResult) -> CommitResult:
+        if self.push_url is None or not result.committed:
+            return result
+        try:
+            self.push(org_id)
+        except PushError as exc:
+            return replace(result, push_error=str(exc))
+        return result
+
+    def push(self, org_id: str) -> None:
+        """Push main to the configured remote (fast-forward only)."""
+        if self.push_url is None:
+            raise PushError("no push_url configured")
+        repo = self._open(org_id)
+        url = self.push_url.format(org_id=org_id)
+        callbacks = _PushCallbacks()
+        try:
+            repo.remotes.create_anonymous(url).push([f"{MAIN}:{MAIN}"], callbacks=callbacks)
+        except pygit2.GitError as exc:
+            raise PushError(f"push of {org_id} to {url} failed: {exc}") from exc
+        if callbacks.rejected:
+            raise PushError(f"push of {org_id} to {url} rejected: {callbacks.rejected}")
+
+    # ----------------------------------------------------------------- reads
+
+    def head(self, org_id: str) -> str:
+        return str(self._head_commit(self._open(org_id)).id)
+
+    def read_file(self, org_id: str, path: PathLike, *, rev: str | None = None) -> bytes | None:
+        """The bytes of a file at main (or at commit `rev`); None if there is no such file."""
+        repo = self._open(org_id)
+        commit = self._head_commit(repo) if rev is None else repo.revparse_single(rev)
+        assert isinstance(commit, pygit2.Commit)
+        obj = _lookup(commit.tree, safe_path(path))
+        return obj.data if isinstance(obj, pygit2.Blob) else None
+
+    def log(self, org_id: str, *, limit: int = 50) -> list[CommitRecord]:
+        """The last `limit` commits of main, newest first (first-parent history)."""
+        repo = self._open(org_id)
+        return [_record(c) for c in _first_parent(self._head_commit(repo), limit)]
+
+    def committed_change_ids(
+        self, org_id: str, change_ids: Iterable[str], *, depth: int = 100
+    ) -> set[str]:
+        """Which of `change_ids` appear in the trailers of the last `depth` commits of main.
+
+        The worker asks this after a crash between the Git commit and the database update, so
+        a change already committed is marked committed instead of being committed twice.
+        """
+        wanted = set(change_ids)
+        found: set[str] = set()
+        repo = self._open(org_id)
+        for commit in _first_parent(self._head_commit(repo), depth):
+            for change in parse_change_trailers(commit.message):
+                if change.change_id in wanted:
+                    found.add(change.change_id)
+            if found == wanted:
+                break
+        return found
+
+    # ----------------------------------------------------------------- helpers
+
+    @staticmethod
+    def _signature(person: Person) -> pygit2.Signature:
+        return pygit2.Signature(person.name, person.email)
+
+    @staticmethod
+    def _head_commit(repo: pygit2.Repository) -> pygit2.Commit:
+        ref = repo.references.get(MAIN)
+        if ref is None:
+            raise RepositoryNotFoundError(f"{repo.path}: has no {MAIN}")
+        commit = repo[ref.target]
+        assert isinstance(commit, pygit2.Commit)
+        return commit
+
+
+def _compare_and_swap(repo: pygit2.Repository, old: pygit2.Oid, new: pygit2.Oid, msg: str) -> bool:
+    """Move main from `old` to `new` only if it still points at `old`.
+
+    The transaction takes refs/heads/main.lock (O_EXCL, the lock git itself uses), reads the
+    ref under the lock, and renames the lock over the ref on commit: atomic across processes and
+    against the git CLI. A held lock or a moved ref is a lost race (False).
+    """
+    try:
+        with repo.transaction() as txn:
+            txn.lock_ref(MAIN)
+            current = repo.references.get(MAIN)
+            if current is None or current.target != old:
+                raise _LostRaceError
+            txn.set_target(MAIN, new, message=msg)
+    except _LostRaceError:
+        return False
+    except pygit2.GitError as exc:
+        if "lock" in str(exc):
+            return False
+        raise
+    return True
+
+
+class _LostRaceError(Exception):
+    pass
+
+
+def _backoff(attempt: int) -> None:
+    # Jitter so that two workers that lost to each other do not collide again in lockstep.
+    time.sleep(random.uniform(0, 0.005 * 2**attempt))
+
+
+class _PushCallbacks(pygit2.RemoteCallbacks):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rejected: dict[str, str] = {}
+
+    def push_update_reference(self, refname: str, message: str | None) -> None:
+        if message is not None:
+            self.rejected[refname] = message
+
+
+def _first_parent(head: pygit2.Commit, limit: int) -> Iterator[pygit2.Commit]:
+    commit: pygit2.Commit | None = head
+    for _ in range(limit):
+        if commit is None:
+            return
+        yield commit
+        commit = commit.parents[0] if commit.parents else None
+
+
+def _record(commit: pygit2.Commit) -> CommitRecord:
+    return CommitRecord(
+        sha=str(commit.id),
+        parents=tuple(str(p) for p in commit.parent_ids),
+        author=Person(commit.author.name, commit.author.email),
+        committer=Person(commit.committer.name, commit.committer.email),
+        authored_at=_when(commit.author),
+        committed_at=_when(commit.committer),
+        subject=commit.message.splitlines()[0] if commit.message else "",
+        message=commit.message,
+        changes=parse_change_trailers(commit.message),
+    )
+
+
+def _when(signature: pygit2.Signature) -> datetime:
+    return datetime.fromtimestamp(signature.time, tz=timezone(timedelta(minutes=signature.offset)))
