@@ -32,9 +32,10 @@ _SAFE_PLAIN = re.compile(r"[A-Za-z/][A-Za-z0-9_./-]*")
 _RESERVED_WORDS = frozenset(
     {"y", "n", "yes", "no", "on", "off", "true", "false", "null", "nan", "inf"}
 )
-# YAML's printable set (1.2 section 5.1), minus BOM; everything else is escaped.
+# YAML's printable set (1.2 section 5.1) minus BOM and line breaks; all else is escaped.
 _NEEDS_ESCAPE = re.compile(
-    '[^\x20-\x7e\xa0-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]|["\\\\]'
+    "[^\x20-\x7e\xa0-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]"
+    '|["\\\\\u2028\u2029]'  # quote, backslash, and the two Unicode line breaks
 )
 _ESCAPES = {
     "\\": "\\\\", '"': '\\"', "\0": "\\0", "\a": "\\a", "\b": "\\b", "\t": "\\t",
