@@ -393,7 +393,9 @@ def plan_rendered(
 ) -> Plan:
     """Compare a rendered set of managed files with the tree at `head`.
 
-    Writes: rendered files whose blob id differs (hashed in memory, nothing written).
+    Writes: rendered files whose blob id differs (hashed in memory, nothing written). A rendered
+    top-level file outside the managed paths (the skeleton's README.md, hexabase.yaml) is written
+    too but never deleted; any other unmanaged path (apps/) is refused.
     Deletes: managed files in the old tree, inside `scope`, that were not rendered. The walk
     enters only directories that may contain managed files, so apps/ is never read.
     `scope` (paths of directories or files) says which part of the repo `rendered` is complete
@@ -405,7 +407,7 @@ def plan_rendered(
     wanted: dict[PurePosixPath, bytes] = {}
     for raw, data in rendered.items():
         path = safe_path(raw)
-        if not is_managed(path):
+        if not is_managed(path) and len(path.parts) != 1:
             raise UnsafePathError(f"{path}: rendered but not a managed path")
         if not any(r == PurePosixPath() or r == path or r in path.parents for r in roots):
             raise UnsafePathError(f"{path}: outside the scope {[str(r) for r in roots]}")

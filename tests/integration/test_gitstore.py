@@ -35,6 +35,8 @@ from reconciler.gitstore import (
     parse_change_trailers,
     safe_path,
 )
+from reconciler.render import is_managed, render, skeleton_files
+from tests import factories
 
 pytestmark = pytest.mark.integration
 
@@ -51,14 +53,6 @@ SKELETON: dict[PurePosixPath, bytes] = {
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def is_managed(path: PurePosixPath) -> bool:
-    """The renderer's rule: under host/ and workspaces/, except workspaces/*/projects/*/apps/**."""
-    parts = path.parts
-    if not parts or parts[0] not in ("host", "workspaces"):
-        return False
-    return not (len(parts) >= 5 and parts[2] == "projects" and parts[4] == "apps")
 
 
 def change(n: int | str, actor: str = "alice@example.com") -> ChangeTrailer:
@@ -378,7 +372,7 @@ def test_read_helpers(store: GitStore, repo: Path) -> None:
 # --------------------------------------------------------------------------- commit_rendered
 
 
-def render(*projects: tuple[str, str], tag: str = "v1") -> dict[PurePosixPath, bytes]:
+def rendered_files(*projects: tuple[str, str], tag: str = "v1") -> dict[PurePosixPath, bytes]:
     out = {p("host/kustomization.yaml"): b"resources: []\n"}
     for ws, proj in projects:
         out |= project_files(ws, proj, tag)
@@ -398,9 +392,9 @@ def rendered_commit(
 
 
 def test_commit_rendered_writes_only_differing_blobs(store: GitStore, repo: Path) -> None:
-    rendered_commit(store, render(("w", "a"), ("w", "b")))
+    rendered_commit(store, rendered_files(("w", "a"), ("w", "b")))
     before = loose_objects(repo)
-    new = render(("w", "a"), ("w", "b"))
+    new = rendered_files(("w", "a"), ("w", "b"))
     new[p("workspaces/w/projects/b/namespace.yaml")] = b"name: b # v2\n"
     result = rendered_commit(store, new)
     assert result.written == (p("workspaces/w/projects/b/namespace.yaml"),)
@@ -412,8 +406,8 @@ def test_commit_rendered_writes_only_differing_blobs(store: GitStore, repo: Path
 
 
 def test_redelivered_render_makes_no_commit(store: GitStore, repo: Path) -> None:
-    first = rendered_commit(store, render(("w", "a")), changes=[change(1)])
-    again = rendered_commit(store, render(("w", "a")), changes=[change(1)])
+    first = rendered_commit(store, rendered_files(("w", "a")), changes=[change(1)])
+    again = rendered_commit(store, rendered_files(("w", "a")), changes=[change(1)])
     assert first.committed and not again.committed
     assert again.sha == first.sha == store.head(ORG)
 
@@ -421,7 +415,7 @@ def test_redelivered_render_makes_no_commit(store: GitStore, repo: Path) -> None
 def test_commit_rendered_deletes_unrendered_managed_files_and_never_reads_apps(
     store: GitStore, repo: Path
 ) -> None:
-    rendered_commit(store, render(("w", "a"), ("w", "b")))
+    rendered_commit(store, rendered_files(("w", "a"), ("w", "b")))
     engineer_commit(repo, repo.parent / "eve", "workspaces/w/projects/b/apps/app.yaml", "app\n")
     engineer_commit(repo, repo.parent / "eve", "notes/todo.md", "todo\n")
     # Remove the apps/ tree object itself: any attempt to read inside apps/ now fails loudly.
@@ -435,7 +429,7 @@ def test_commit_rendered_deletes_unrendered_managed_files_and_never_reads_apps(
         asked.append(path)
         return is_managed(path)
 
-    result = rendered_commit(store, render(("w", "a")), watching)
+    result = rendered_commit(store, rendered_files(("w", "a")), watching)
     assert set(result.deleted) == {
         p("workspaces/w/projects/b/namespace.yaml"),
         p("workspaces/w/projects/b/resourcequota.yaml"),
@@ -448,17 +442,58 @@ def test_commit_rendered_deletes_unrendered_managed_files_and_never_reads_apps(
     assert store.read_file(ORG, "README.md") == SKELETON[p("README.md")]
 
 
-def test_commit_rendered_refuses_unmanaged_paths(store: GitStore, repo: Path) -> None:
+def test_commit_rendered_refuses_unmanaged_paths_but_writes_top_level_files(
+    store: GitStore, repo: Path
+) -> None:
+    head = store.head(ORG)
     with pytest.raises(UnsafePathError, match="not a managed path"):
         rendered_commit(store, {p("workspaces/w/projects/a/apps/x.yaml"): b"x"})
     with pytest.raises(UnsafePathError, match="not a managed path"):
-        rendered_commit(store, {p("README.md"): b"x"})
+        rendered_commit(store, {p("notes/x.md"): b"x"})
+    assert store.head(ORG) == head
+    result = rendered_commit(store, {p("README.md"): b"# new readme\n"})
+    assert result.written == (p("README.md"),)
+    # unrendered managed files go; top-level files are never deleted, even when not rendered
+    assert result.deleted == (p("host/kustomization.yaml"),)
+    assert not rendered_commit(store, {p("README.md"): b"# new readme\n"}).committed
+    assert files_at(repo) == {"README.md", "hexabase.yaml"}
+
+
+def test_real_renderer_output_round_trips(store: GitStore) -> None:
+    """The worker's path: create from skeleton_files, commit render(spec), re-deliver, shrink."""
+    spec = factories.small_org()
+    store.create("small", skeleton_files(spec.organization), author=ALICE, subject="create")
+    files = render(spec)
+    first = store.commit_rendered(
+        "small", files, is_managed=is_managed, author=ALICE, subject="render"
+    )
+    assert first.committed
+    bare = store.path("small")
+    assert files_at(bare) == {str(k) for k in files}
+    for path, data in files.items():
+        assert store.read_file("small", path) == data
+    again = store.commit_rendered(
+        "small", render(spec), is_managed=is_managed, author=ALICE, subject="render"
+    )
+    assert not again.committed and again.sha == first.sha
+    workspace = spec.workspaces[0]
+    smaller = spec.model_copy(update={"workspaces": spec.workspaces[1:]})
+    shrunk = store.commit_rendered(
+        "small", render(smaller), is_managed=is_managed, author=ALICE, subject="drop ws"
+    )
+    gone = {k for k in files if k not in render(smaller)}
+    assert set(shrunk.deleted) == gone and gone
+    assert all(workspace.name in k.parts for k in gone)
+    assert files_at(bare) == {str(k) for k in render(smaller)}
+    fsck(bare)
 
 
 def test_commit_rendered_with_scope_deletes_only_inside_it(store: GitStore, repo: Path) -> None:
-    rendered_commit(store, render(("w", "a"), ("x", "b")))
+    rendered_commit(store, rendered_files(("w", "a"), ("x", "b")))
     scoped = {
-        k: v for k, v in render(("w", "a"), tag="v2").items() if k.parts[:2] == ("workspaces", "w")
+        k: v
+        for k, v in rendered_files(("w", "a"), tag="v2").items()
+        if k.parts[:2] == ("workspaces", "w")
     }
     result = rendered_commit(store, scoped, scope=["workspaces/w"])
     assert result.committed and result.deleted == ()
@@ -468,7 +503,7 @@ def test_commit_rendered_with_scope_deletes_only_inside_it(store: GitStore, repo
     gone = rendered_commit(store, {}, scope=["workspaces/x/projects/b"])
     assert len(gone.deleted) == 3 and store.read_file(ORG, "workspaces/x/kustomization.yaml")
     with pytest.raises(UnsafePathError, match="outside the scope"):
-        rendered_commit(store, render(("w", "a")), scope=["workspaces/w"])
+        rendered_commit(store, rendered_files(("w", "a")), scope=["workspaces/w"])
 
 
 # --------------------------------------------------------------------------- compare-and-swap
@@ -488,7 +523,7 @@ class RacingStore(GitStore):
 
 
 def test_engineer_commit_between_plan_and_ref_update_survives(store: GitStore, repo: Path) -> None:
-    rendered_commit(store, render(("w", "a")))
+    rendered_commit(store, rendered_files(("w", "a")))
     eve = repo.parent / "eve"
     pushed: list[str] = []
 
@@ -497,7 +532,11 @@ def test_engineer_commit_between_plan_and_ref_update_survives(store: GitStore, r
 
     racing = RacingStore(store.root, committer=HEXABASE, race=race)
     result = racing.commit_rendered(
-        ORG, render(("w", "a"), ("w", "b")), is_managed=is_managed, author=ALICE, subject="b"
+        ORG,
+        rendered_files(("w", "a"), ("w", "b")),
+        is_managed=is_managed,
+        author=ALICE,
+        subject="b",
     )
     assert result.attempts == 2 and result.parent == pushed[0]
     assert store.read_file(ORG, "workspaces/w/projects/a/apps/app.yaml") == b"mine\n"
