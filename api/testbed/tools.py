@@ -51,17 +51,23 @@ from typing import Any
 # Versions: the one place where they are written down.
 # --------------------------------------------------------------------------------------
 
-#: The Flux release whose controllers we build, and the controller versions it ships.
-#: Flux v2.9.4 is the newest release all four of whose controllers the proxy serves and
-#: that builds with Go 1.26 (Flux 2.10's controllers need Go 1.27; of 2.9.5 the proxy
-#: refuses notification-controller v1.9.4). Its go.mod pins these controllers' api modules.
-FLUX_RELEASE = "v2.9.4"
+#: The Flux release whose controllers we build, and the controller versions it ships
+#: (as its manifests/bases name them). Flux v2.9.2 is the newest release all four of whose
+#: controllers build here from what the Go module proxy serves, with Go 1.26:
+#: - Flux 2.10's controllers need Go 1.27;
+#: - v2.9.5: the proxy refuses notification-controller v1.9.4, and source-controller v1.9.5
+#:   needs github.com/fluxcd/pkg/artifact v0.18.3 (refused);
+#: - v2.9.4: source-controller v1.9.4 needs github.com/fluxcd/pkg/artifact v0.18.2
+#:   (refused); helm-controller v1.6.3 replaces helm.sh/helm/v4 with
+#:   github.com/fluxcd/helm/v4 v4.2.4-flux.1 (refused);
+#: - v2.9.3: ships that same helm-controller v1.6.3.
+FLUX_RELEASE = "v2.9.2"
 FLUX_CONTROLLERS: Mapping[str, str] = MappingProxyType(
     {
-        "source-controller": "v1.9.4",
-        "kustomize-controller": "v1.9.4",
-        "helm-controller": "v1.6.3",
-        "notification-controller": "v1.9.3",
+        "source-controller": "v1.9.3",
+        "kustomize-controller": "v1.9.3",
+        "helm-controller": "v1.6.2",
+        "notification-controller": "v1.9.2",
     }
 )
 
@@ -535,6 +541,7 @@ def _prepare_wrapper(spec: ToolSpec) -> Path:
     """Create (or reuse) the tidy wrapper module for ``spec.module@spec.version``."""
     siblings = sorted(
         {s.package for s in TOOLS.values() if (s.module, s.version) == (spec.module, spec.version)}
+        | {spec.package}
     )
     info = download_module(spec.module, spec.version)
     upstream = _go_mod_json(info.go_mod)

@@ -7,10 +7,15 @@ never skipped.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 
 from api.testbed import tools
@@ -107,3 +112,79 @@ def test_a_refused_module_names_module_and_version() -> None:
     assert "github.com/fluxcd/helm-controller" in msg
     assert "v1.7.0" in msg
     assert "refused" in msg
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def _process(args: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def test_apiserver_on_etcd_serves_its_release_version(
+    built: dict[str, Path], tmp_path: Path
+) -> None:
+    """etcd and kube-apiserver really run together, and /version says v1.36.3."""
+    client, peer, secure = _free_port(), _free_port(), _free_port()
+    sa_key = tmp_path / "sa.key"
+    subprocess.run(
+        ["openssl", "genrsa", "-out", str(sa_key), "2048"], check=True, capture_output=True
+    )
+    etcd_args = [
+        str(built["etcd"]),
+        f"--data-dir={tmp_path / 'etcd'}",
+        f"--listen-client-urls=http://127.0.0.1:{client}",
+        f"--advertise-client-urls=http://127.0.0.1:{client}",
+        f"--listen-peer-urls=http://127.0.0.1:{peer}",
+        f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+        f"--initial-cluster=default=http://127.0.0.1:{peer}",
+        "--unsafe-no-fsync",
+    ]
+    apiserver_args = [
+        str(built["kube-apiserver"]),
+        f"--etcd-servers=http://127.0.0.1:{client}",
+        f"--etcd-prefix=/smoke-{uuid.uuid4().hex[:8]}",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={secure}",
+        f"--cert-dir={tmp_path / 'certs'}",
+        "--service-account-issuer=https://kubernetes.default.svc",
+        f"--service-account-key-file={sa_key}",
+        f"--service-account-signing-key-file={sa_key}",
+        "--service-cluster-ip-range=10.0.0.0/24",
+        "--authorization-mode=RBAC",
+    ]
+    with (
+        _process(etcd_args, tmp_path / "etcd.log"),
+        _process(apiserver_args, tmp_path / "apiserver.log") as apiserver,
+        httpx.Client(verify=False, timeout=5) as http,
+    ):
+        deadline = time.monotonic() + 180
+        body: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            assert apiserver.poll() is None, (tmp_path / "apiserver.log").read_text()[-3000:]
+            try:
+                resp = http.get(f"https://127.0.0.1:{secure}/version")
+                if resp.status_code == 200:
+                    body = resp.json()
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(1)
+        assert body, (tmp_path / "apiserver.log").read_text()[-3000:]
+    assert body["gitVersion"] == tools.VERSIONS.kubernetes
+    assert (body["major"], body["minor"]) == ("1", "36")
