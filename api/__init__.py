@@ -1,0 +1,1 @@
+"""The Hexabase product: settings, database, auth, HTTP API, outbox relay and workers."""

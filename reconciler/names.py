@@ -12,10 +12,17 @@ DNS1123_LABEL_RULE = (
     "starting and ending with a letter or digit"
 )
 
-GROUP_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,62}$")
-GROUP_NAME_RULE = (
-    "must be 1-63 characters: letters, digits and '-', starting with a letter"
+# Organization and workspace names form host namespaces `<org>--<workspace>`: each at most
+# 30 characters and free of "--", so the pair can be split back and two tenants never share
+# a namespace (org "a" + workspace "b-c" and org "a-b" + workspace "c" stay apart).
+TENANT_NAME_MAX = 30
+TENANT_NAME_RULE = (
+    "must be a DNS-1123 label of at most 30 characters without '--': lowercase letters, "
+    "digits and single '-', starting and ending with a letter or digit"
 )
+
+GROUP_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,62}$")
+GROUP_NAME_RULE = "must be 1-63 characters: letters, digits and '-', starting with a letter"
 
 # Kubernetes resource.Quantity, as apimachinery parses it (sign, digits, optional suffix).
 QUANTITY = re.compile(
@@ -39,6 +46,21 @@ def is_dns1123_label(value: str) -> bool:
     return bool(DNS1123_LABEL.fullmatch(value))
 
 
+DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+DNS1035_LABEL_RULE = (
+    "must be a DNS-1035 label: at most 63 characters, lowercase letters, digits and '-', "
+    "starting with a letter and ending with a letter or digit"
+)
+
+
+def is_dns1035_label(value: str) -> bool:
+    return bool(DNS1035_LABEL.fullmatch(value))
+
+
+def is_tenant_name(value: str) -> bool:
+    return len(value) <= TENANT_NAME_MAX and "--" not in value and is_dns1123_label(value)
+
+
 def is_group_name(value: str) -> bool:
     return bool(GROUP_NAME.fullmatch(value))
 
@@ -56,7 +78,15 @@ def is_cron_schedule(value: str) -> bool:
     if "\n" in value or len(value) > 100:
         return False
     if value.startswith("@"):
-        return value in {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
+        return value in {
+            "@yearly",
+            "@annually",
+            "@monthly",
+            "@weekly",
+            "@daily",
+            "@midnight",
+            "@hourly",
+        }
     return len(value.split()) == 5 and bool(croniter.is_valid(value))
 
 

@@ -70,12 +70,18 @@ class RenderError(ValueError):
 # --- paths Hexabase owns ------------------------------------------------------------------
 
 
+TOP_LEVEL_FILES = ("README.md", "hexabase.yaml")
+
+
 def is_managed(path: PurePosixPath) -> bool:
-    """True for a path Hexabase owns (and may delete): under host/ or workspaces/, except
-    anything under workspaces/*/projects/*/apps/. Odd paths (absolute, '..') are never managed."""
+    """True for a path Hexabase owns (and may rewrite or delete): README.md, hexabase.yaml and
+    everything under host/ or workspaces/, except anything under workspaces/*/projects/*/apps/.
+    Odd paths (absolute, '..') are never managed."""
     parts = path.parts
     if not parts or path.is_absolute() or any(p in ("", ".", "..") for p in parts):
         return False
+    if len(parts) == 1:
+        return parts[0] in TOP_LEVEL_FILES
     if parts[0] not in ("host", "workspaces") or len(parts) < 2:
         return False
     is_apps = len(parts) >= 5 and parts[0] == "workspaces" and parts[2] == "projects"
@@ -158,7 +164,8 @@ def _manifest(path: str, template: str, context: Mapping[str, Any]) -> bytes:
 
 
 def host_namespace(organization: OrganizationSpec, workspace: WorkspaceSpec) -> str:
-    return f"{organization.name}-{workspace.name}"
+    # "--" appears in neither name (names.is_tenant_name), so this never collides.
+    return f"{organization.name}--{workspace.name}"
 
 
 def kubeconfig_secret() -> str:

@@ -17,6 +17,14 @@ def _label(v: str) -> str:
     return names.check(v, names.is_dns1123_label(v), names.DNS1123_LABEL_RULE)
 
 
+def _service(v: str) -> str:
+    return names.check(v, names.is_dns1035_label(v), names.DNS1035_LABEL_RULE)
+
+
+def _tenant(v: str) -> str:
+    return names.check(v, names.is_tenant_name(v), names.TENANT_NAME_RULE)
+
+
 def _group(v: str) -> str:
     return names.check(v, names.is_group_name(v), names.GROUP_NAME_RULE)
 
@@ -38,6 +46,8 @@ def _env_name(v: str) -> str:
 
 
 Label = Annotated[str, AfterValidator(_label)]
+ServiceName = Annotated[str, AfterValidator(_service)]  # Knative Services: DNS-1035
+TenantName = Annotated[str, AfterValidator(_tenant)]  # organizations and workspaces
 GroupName = Annotated[str, AfterValidator(_group)]
 Quantity = Annotated[str, AfterValidator(_quantity)]
 Image = Annotated[str, AfterValidator(_image)]
@@ -79,9 +89,14 @@ class LimitRangeSpec(Frozen):
 
 
 class Toleration(Frozen):
-    key: Annotated[str, AfterValidator(lambda v: names.check(v, names.is_label_key(v), names.LABEL_KEY_RULE))]
+    key: Annotated[
+        str, AfterValidator(lambda v: names.check(v, names.is_label_key(v), names.LABEL_KEY_RULE))
+    ]
     operator: Literal["Equal", "Exists"] = "Equal"
-    value: Annotated[str, AfterValidator(lambda v: names.check(v, names.is_label_value(v), names.LABEL_VALUE_RULE))] = ""
+    value: Annotated[
+        str,
+        AfterValidator(lambda v: names.check(v, names.is_label_value(v), names.LABEL_VALUE_RULE)),
+    ] = ""
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = "NoSchedule"
 
 
@@ -115,9 +130,27 @@ class GroupSpec(Frozen):
 
 
 class PolicyRule(Frozen):
-    api_groups: tuple[Annotated[str, AfterValidator(lambda v: names.check(v, names.is_api_group(v), names.API_GROUP_RULE))], ...] = ("",)
-    resources: tuple[Annotated[str, AfterValidator(lambda v: names.check(v, names.is_rbac_word(v), names.RBAC_WORD_RULE))], ...]
-    verbs: tuple[Annotated[str, AfterValidator(lambda v: names.check(v, names.is_rbac_word(v), names.RBAC_WORD_RULE))], ...]
+    api_groups: tuple[
+        Annotated[
+            str,
+            AfterValidator(lambda v: names.check(v, names.is_api_group(v), names.API_GROUP_RULE)),
+        ],
+        ...,
+    ] = ("",)
+    resources: tuple[
+        Annotated[
+            str,
+            AfterValidator(lambda v: names.check(v, names.is_rbac_word(v), names.RBAC_WORD_RULE)),
+        ],
+        ...,
+    ]
+    verbs: tuple[
+        Annotated[
+            str,
+            AfterValidator(lambda v: names.check(v, names.is_rbac_word(v), names.RBAC_WORD_RULE)),
+        ],
+        ...,
+    ]
 
 
 class ProjectRoleSpec(Frozen):
@@ -172,13 +205,19 @@ class CronJobSpec(Frozen):
 class FunctionSpec(Frozen):
     """A Knative Service; scales to zero unless min_scale says otherwise."""
 
-    name: Label
+    name: ServiceName
     image: Image
     env: tuple[EnvVar, ...] = ()
     port: int | None = Field(default=None, ge=1, le=65535)
     min_scale: int = Field(default=0, ge=0, le=1000)
     max_scale: int = Field(default=10, ge=1, le=1000)
     concurrency: int | None = Field(default=None, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _scale_bounds(self) -> FunctionSpec:
+        if self.min_scale > self.max_scale:
+            raise ValueError("min_scale must not exceed max_scale")
+        return self
 
 
 class ProjectSpec(Frozen):
@@ -194,9 +233,9 @@ class ProjectSpec(Frozen):
 
 
 class WorkspaceSpec(Frozen):
-    """A Workspace: one vCluster on the host, in host namespace `<org>-<workspace>`."""
+    """A Workspace: one vCluster on the host, in host namespace `<org>--<workspace>`."""
 
-    name: Label
+    name: TenantName
     id: str = Field(pattern=r"^[a-z0-9-]{1,40}$")  # the OIDC client id of its API server
     plan: PlanSpec
     groups: tuple[GroupSpec, ...] = ()
@@ -206,7 +245,7 @@ class WorkspaceSpec(Frozen):
 
 class OrganizationSpec(Frozen):
     id: str = Field(pattern=r"^[a-z0-9-]{1,40}$")
-    name: Label  # the slug; it prefixes host namespaces
+    name: TenantName  # the slug; it prefixes host namespaces
 
 
 class TenantSpec(Frozen):
@@ -214,6 +253,8 @@ class TenantSpec(Frozen):
 
     organization: OrganizationSpec
     # Hexabase's OIDC issuer URL, trusted by every workspace API server.
-    issuer_url: Annotated[str, AfterValidator(lambda v: names.check(v, names.is_https_url(v), names.URL_RULE))]
+    issuer_url: Annotated[
+        str, AfterValidator(lambda v: names.check(v, names.is_https_url(v), names.URL_RULE))
+    ]
     vcluster_chart_version: str = Field(default="0.36.1", pattern=r"^[0-9]+\.[0-9]+\.[0-9]+$")
     workspaces: tuple[WorkspaceSpec, ...] = ()

@@ -19,7 +19,14 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from reconciler import schema, yamlio
-from reconciler.render import MANAGED_HEADER, RenderError, is_managed, render, skeleton_files
+from reconciler.render import (
+    MANAGED_HEADER,
+    RenderError,
+    host_namespace,
+    is_managed,
+    render,
+    skeleton_files,
+)
 from reconciler.spec import ProjectRoleBindingSpec
 from tests import factories
 
@@ -135,8 +142,8 @@ def test_nothing_is_rendered_under_apps() -> None:
         ("workspaces/dev/projects/web/apps/nested/deep/x.yaml", False),
         ("workspaces/dev/projects/apps/namespace.yaml", True),  # a project named "apps"
         ("workspaces/dev/projects/apps/apps/x.yaml", False),
-        ("README.md", False),
-        ("hexabase.yaml", False),
+        ("README.md", True),
+        ("hexabase.yaml", True),
         ("other/file.yaml", False),
         ("host", False),
         ("/host/kustomization.yaml", False),
@@ -152,7 +159,7 @@ def test_host_layout_names_are_consistent() -> None:
     sync = yamlio.load_all(files[PurePosixPath("host/workspaces/dev/sync.yaml")].decode())
     release = yamlio.load_all(files[PurePosixPath("host/workspaces/dev/vcluster.yaml")].decode())[1]
     namespace = yamlio.load(files[PurePosixPath("host/workspaces/dev/namespace.yaml")].decode())
-    assert namespace["metadata"]["name"] == "acme-dev"
+    assert namespace["metadata"]["name"] == "acme--dev"
     assert namespace["metadata"]["labels"]["owner"] == "acme"
     workspace_ks = sync[0]
     assert workspace_ks["spec"]["path"] == "./workspaces/dev"
@@ -163,7 +170,7 @@ def test_host_layout_names_are_consistent() -> None:
     secret = workspace_ks["spec"]["kubeConfig"]["secretRef"]
     assert secret == {"name": f"vc-{release['metadata']['name']}", "key": "config"}
     values = release["spec"]["values"]
-    assert values["exportKubeConfig"]["server"] == "https://vcluster.acme-dev.svc:443"
+    assert values["exportKubeConfig"]["server"] == "https://vcluster.acme--dev.svc:443"
     args = values["controlPlane"]["distro"]["k8s"]["apiServer"]["extraArgs"]
     assert "--oidc-client-id=ws-dev" in args
     assert "--oidc-groups-prefix=oidc:" in args
@@ -228,12 +235,16 @@ def test_binding_to_an_undefined_role_is_an_error() -> None:
         render(factories.tenant(workspaces=(factories.workspace(projects=(project,)),)))
 
 
-def test_too_long_host_namespace_fails_schema_check() -> None:
-    spec = factories.tenant(
-        organization=factories.OrganizationSpec(id="o", name="o" * 40),
-        workspaces=(factories.workspace("w" * 40, id="ws-long"),),
+def test_tenant_names_cannot_make_colliding_or_overlong_host_namespaces() -> None:
+    # org "a" + workspace "b-c" and org "a-b" + workspace "c" would both be "a-b-c" with one
+    # dash; with "--" forbidden inside names, "<org>--<ws>" keeps them apart.
+    a = factories.OrganizationSpec(id="o1", name="a")
+    ab = factories.OrganizationSpec(id="o2", name="a-b")
+    assert host_namespace(a, factories.workspace("b-c", id="w1")) != host_namespace(
+        ab, factories.workspace("c", id="w2")
     )
-    with pytest.raises(
-        RenderError, match=r"namespace\.yaml: Namespace has an invalid metadata\.name"
-    ):
-        render(spec)
+    for bad in ("a--b", "o" * 31):
+        with pytest.raises(ValueError, match="without '--'"):
+            factories.OrganizationSpec(id="o", name=bad)
+        with pytest.raises(ValueError, match="without '--'"):
+            factories.workspace(bad, id="w")

@@ -1,0 +1,1 @@
+"""The database adapter: models, engine, sessions and queries. Only here is sqlalchemy used."""

@@ -1,0 +1,69 @@
+"""Change rows: the outbox and the audit record of every mutation."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from api.db import models as m
+from api.schemas import ChangePublic
+
+
+def record_change(
+    session: Session,
+    *,
+    organization_id: str,
+    actor: m.User,
+    action: str,
+    target: str,
+    request_id: str,
+) -> m.Change:
+    """Add the change in the caller's transaction, so it commits with the mutation or not at all."""
+    change = m.Change(
+        organization_id=organization_id,
+        actor_id=actor.id,
+        actor_name=actor.name or actor.email,
+        actor_email=actor.email,
+        action=action,
+        target=target,
+        request_id=request_id,
+        state="pending",
+    )
+    session.add(change)
+    session.flush()  # assigns the id inside the transaction
+    return change
+
+
+def change_public(change: m.Change) -> ChangePublic:
+    return ChangePublic(
+        id=change.id,
+        state=change.state,
+        action=change.action,
+        target=change.target,
+        actor=change.actor_email,
+        request_id=change.request_id,
+        commit_sha=change.commit_sha,
+        reason=change.reason,
+        created_at=change.created_at,
+        committed_at=change.committed_at,
+        link=f"/api/v1/changes/{change.id}",
+    )
+
+
+def claim_unpublished(session: Session, limit: int = 200) -> list[tuple[int, str]]:
+    """Unpublished changes (id, organization id), locked so that two relays never both
+    take one; the caller marks them published in the same transaction."""
+    rows = session.execute(
+        select(m.Change.id, m.Change.organization_id)
+        .where(m.Change.published_at.is_(None))
+        .order_by(m.Change.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    return [(row[0], row[1]) for row in rows]
+
+
+def mark_published(session: Session, ids: list[int], when: datetime) -> None:
+    session.execute(update(m.Change).where(m.Change.id.in_(ids)).values(published_at=when))

@@ -1,0 +1,1 @@
+"""HTTP routes, thin over api.db: find, authorize, validate, write rows + Change, answer."""
