@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     # JetStream stream and subjects.
     stream_name: str = "HEXABASE_CHANGES"
     subject_prefix: str = "hexabase"
+    # fsync Git objects and refs before a ref moves (a commit the database records then
+    # survives a power loss). Costs several fsyncs per commit.
+    git_fsync: bool = True
     # Seconds before JetStream redelivers a change a worker took but never acknowledged.
     ack_wait: float = 30.0
 

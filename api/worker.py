@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -57,6 +58,7 @@ class Outcome:
     recovered: list[int] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)
     sha: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
 
 
 def commit_subject(changes: Sequence[PendingChange]) -> str:
@@ -146,7 +148,9 @@ class Committer:
 
     def _commit_locked(self, organization_id: str) -> Outcome:
         outcome = Outcome()
+        started = time.perf_counter()
         pending, spec = self._snapshot(organization_id)
+        outcome.timings["snapshot"] = time.perf_counter() - started
         if not pending or spec is None:
             return outcome
         author = Person(pending[0].actor_name or pending[0].actor_email, pending[0].actor_email)
@@ -167,12 +171,15 @@ class Committer:
         if not todo:
             return outcome
         try:
+            mark = time.perf_counter()
             rendered = self.render(spec)
+            outcome.timings["render"] = time.perf_counter() - mark
         except ValueError as error:  # the spec cannot be rendered: retrying will not help
             reason = f"could not render the organization's manifests: {error}"
             self._mark(organization_id, [c.id for c in todo], "failed", reason=reason)
             outcome.failed = [c.id for c in todo]
             return outcome
+        mark = time.perf_counter()
         result: CommitResult = self.store.commit_rendered(
             organization_id,
             rendered,  # type: ignore[arg-type]
@@ -182,7 +189,9 @@ class Committer:
             changes=[c.trailer() for c in todo],
             body=commit_body(todo),
         )
+        outcome.timings["git"] = time.perf_counter() - mark
         failpoint("after-git-commit")  # the commit is in Git, the database does not know yet
+        mark = time.perf_counter()
         self._mark(
             organization_id,
             [c.id for c in todo],
@@ -190,8 +199,17 @@ class Committer:
             sha=result.sha,
             reason=None if result.committed else NO_OP_REASON,
         )
+        outcome.timings["database"] = time.perf_counter() - mark
         outcome.committed = [c.id for c in todo]
         outcome.sha = result.sha
+        log.info(
+            "organization %s: %d change(s) %s in %.1f ms (%s)",
+            organization_id,
+            len(todo),
+            f"committed as {result.sha[:12]}" if result.committed else "left the tree unchanged",
+            (time.perf_counter() - started) * 1000,
+            ", ".join(f"{k} {v * 1000:.1f}" for k, v in outcome.timings.items()),
+        )
         return outcome
 
     def _sha_carrying(self, organization_id: str, change_ids: set[str]) -> dict[str, str]:
@@ -226,13 +244,6 @@ class Committer:
                         attempts=m.Change.attempts + 1,
                     )
                 )
-        log.info(
-            "organization %s: changes %s %s%s",
-            organization_id,
-            ids,
-            state,
-            f" at {sha}" if isinstance(sha, str) else "",
-        )
 
     def settled(self, change_ids: Sequence[int]) -> list[tuple[int, str, str | None]]:
         with self.sessions() as session:
@@ -286,6 +297,7 @@ def committer_from_settings(settings: Settings, sessions: sessionmaker[Session])
         settings.repos_path,
         committer=Person(settings.committer_name, settings.committer_email),
         push_url=settings.push_url_template or None,
+        fsync=settings.git_fsync,
     )
     return Committer(
         sessions,

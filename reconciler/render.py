@@ -142,6 +142,29 @@ def _check_path(path: PurePosixPath) -> None:
 
 
 def _manifest(path: str, template: str, context: Mapping[str, Any]) -> bytes:
+    """One rendered, parsed, schema-checked and canonically re-emitted file.
+
+    Memoized on (template, context): the worker renders the whole organization for every
+    change, and almost every file is the same as last time, so its cost follows the change,
+    not the size of the organization. Failures are not cached (they raise)."""
+    try:
+        key = json.dumps(context, sort_keys=True, separators=(",", ":"))
+    except TypeError:  # a context that is not plain data: render without the memo
+        return _manifest_uncached(path, template, context)
+    cached = _MEMO.get((template, key))
+    if cached is None:
+        cached = _manifest_uncached(path, template, context)
+        if len(_MEMO) >= _MEMO_SIZE:
+            _MEMO.pop(next(iter(_MEMO)))  # drop the oldest entry (dicts keep insertion order)
+        _MEMO[(template, key)] = cached
+    return cached
+
+
+_MEMO_SIZE = 20_000
+_MEMO: dict[tuple[str, str], bytes] = {}
+
+
+def _manifest_uncached(path: str, template: str, context: Mapping[str, Any]) -> bytes:
     try:
         text = _template(TEMPLATES_DIR, template).render(**context)
     except ValueError as exc:

@@ -252,3 +252,31 @@ def test_other_organizations_answer_404_and_ws_users_only_read(stack: Stack) -> 
         r = reader.post(f"{base}/projects", json={"name": "x"})
         assert r.status_code == 403, r.text
         assert reader.get(f"/api/v1/organizations/{ORG}").status_code == 404
+
+
+def test_change_left_unpublished_by_a_crash_is_published_by_the_sweep(stack: Stack) -> None:
+    """An API process that died after its transaction committed but before it published:
+    the change row exists with published_at NULL, and the relay's sweep carries it on."""
+    with stack.client(stack.token("frank@example.com")) as client:
+        org = create_org_ws(client, stack)
+        with stack.sessions() as s, s.begin():
+            workspace = s.scalars(select(m.Workspace).where(m.Workspace.name == WS)).one()
+            actor = s.scalars(select(m.User).where(m.User.email == "frank@example.com")).one()
+            s.add(m.Project(workspace_id=workspace.id, name="orphan", quota={}))
+            change = m.Change(
+                organization_id=org["id"],
+                actor_id=actor.id,
+                actor_name="Frank",
+                actor_email=actor.email,
+                action="project.create",
+                target=f"{ORG}/{WS}/orphan",
+                request_id="lost-request",
+                state="pending",
+            )
+            s.add(change)
+            s.flush()
+            change_id = change.id
+        settled = stack.wait_change(client, {"link": f"/api/v1/changes/{change_id}"})
+    assert settled["state"] == "committed", settled
+    assert stack.store.read_file(org["id"], f"workspaces/{WS}/projects/orphan/namespace.yaml")
+    assert carried_by(stack, org["id"])[str(change_id)] == [settled["commit_sha"]]
