@@ -211,12 +211,15 @@ def safe_path(path: PathLike) -> PurePosixPath:
     segment starting with '.git' (.gitmodules, .gitattributes: they change how Git and Flux read
     the repo), NUL and backslashes. A str is checked before PurePosixPath could hide '//' or '.'.
     """
-    raw = path if isinstance(path, str) else str(path)
-    if isinstance(path, PurePosixPath) and (path.is_absolute() or raw == "."):
-        raise UnsafePathError(f"{raw!r}: must be a relative file path")
-    if not raw or raw.startswith("/"):
-        raise UnsafePathError(f"{raw!r}: must be a relative file path")
-    segments = raw.split("/")
+    if isinstance(path, PurePosixPath):
+        segments = list(path.parts)
+        if not segments or path.is_absolute():
+            raise UnsafePathError(f"{str(path)!r}: must be a relative file path")
+    else:
+        if not path or path.startswith("/"):
+            raise UnsafePathError(f"{path!r}: must be a relative file path")
+        segments = path.split("/")
+    raw = str(path)
     for segment in segments:
         if segment in ("", ".", ".."):
             raise UnsafePathError(f"{raw!r}: empty, '.' and '..' segments are not allowed")
@@ -226,7 +229,7 @@ def safe_path(path: PathLike) -> PurePosixPath:
             raise UnsafePathError(f"{raw!r}: '.git' is not allowed in a path")
     if segments[0].lower().startswith(".git"):
         raise UnsafePathError(f"{raw!r}: paths starting with '.git' are not allowed")
-    return PurePosixPath(raw)
+    return path if isinstance(path, PurePosixPath) else PurePosixPath(path)
 
 
 # --------------------------------------------------------------------------- messages
@@ -393,9 +396,8 @@ def plan_rendered(
 ) -> Plan:
     """Compare a rendered set of managed files with the tree at `head`.
 
-    Writes: rendered files whose blob id differs (hashed in memory, nothing written). A rendered
-    top-level file outside the managed paths (the skeleton's README.md, hexabase.yaml) is written
-    too but never deleted; any other unmanaged path (apps/) is refused.
+    Writes: rendered files whose blob id differs (hashed in memory, nothing written). Every
+    rendered path must be managed: a renderer bug that writes into apps/ is refused here.
     Deletes: managed files in the old tree, inside `scope`, that were not rendered. The walk
     enters only directories that may contain managed files, so apps/ is never read.
     `scope` (paths of directories or files) says which part of the repo `rendered` is complete
@@ -404,12 +406,14 @@ def plan_rendered(
     descend = may_contain_managed or _default_descend(is_managed)
     roots = [safe_path(s) for s in scope] if scope is not None else [PurePosixPath()]
     root_tree = head.tree
+    whole_repo = any(not r.parts for r in roots)
     wanted: dict[PurePosixPath, bytes] = {}
     for raw, data in rendered.items():
         path = safe_path(raw)
-        if not is_managed(path) and len(path.parts) != 1:
+        if not is_managed(path):
             raise UnsafePathError(f"{path}: rendered but not a managed path")
-        if not any(r == PurePosixPath() or r == path or r in path.parents for r in roots):
+        parts = path.parts
+        if not whole_repo and not any(parts[: len(r.parts)] == r.parts for r in roots):
             raise UnsafePathError(f"{path}: outside the scope {[str(r) for r in roots]}")
         wanted[path] = data
 
@@ -429,36 +433,44 @@ def plan_rendered(
         if entry is None or entry.type != ObjectType.BLOB or entry.id != pygit2.hash(data):
             writes[path] = data
 
+    rendered_names = {str(path) for path in wanted}
     deletes: list[PurePosixPath] = []
     for root in roots:
         obj = _lookup(root_tree, root) if root.parts else root_tree
         if isinstance(obj, pygit2.Tree):
-            for path in _managed_files(repo, obj, root, is_managed, descend):
-                if path not in wanted:
-                    deletes.append(path)
+            where = str(root) if root.parts else ""
+            deletes.extend(
+                _unrendered_managed_files(repo, obj, where, rendered_names, is_managed, descend)
+            )
         elif obj is not None and is_managed(root) and root not in wanted:
             deletes.append(root)
     return Plan(head=str(head.id), writes=writes, deletes=tuple(sorted(set(deletes))))
 
 
-def _managed_files(
+def _unrendered_managed_files(
     repo: pygit2.Repository,
     tree: pygit2.Tree,
-    where: PurePosixPath,
+    where: str,
+    rendered: set[str],
     is_managed: Callable[[PurePosixPath], bool],
     descend: Callable[[PurePosixPath], bool],
 ) -> Iterator[PurePosixPath]:
+    """Managed files under `tree` that are not in `rendered` (paths as str, for speed)."""
     for entry in tree:
         name = entry.name
         assert name is not None
-        path = where / name
+        path = f"{where}/{name}" if where else name
         if entry.type == ObjectType.TREE:
-            if descend(path):
+            if descend(PurePosixPath(path)):
                 sub = repo[entry.id]
                 assert isinstance(sub, pygit2.Tree)
-                yield from _managed_files(repo, sub, path, is_managed, descend)
-        elif entry.type == ObjectType.BLOB and is_managed(path):
-            yield path
+                yield from _unrendered_managed_files(repo, sub, path, rendered, is_managed, descend)
+        elif (
+            entry.type == ObjectType.BLOB
+            and path not in rendered
+            and is_managed(PurePosixPath(path))
+        ):
+            yield PurePosixPath(path)
 
 
 # --------------------------------------------------------------------------- the store
@@ -471,7 +483,8 @@ class GitStore:
     local path: every commit is pushed there after the ref moved (failures are reported in
     CommitResult.push_error; the commit stands and `push` can be retried).
     `fsync` makes libgit2 fsync objects and refs before a ref moves, so a commit that the
-    database records survives a power loss. It is a process-wide libgit2 setting.
+    database records survives a power loss. It is a process-wide libgit2 setting: the last store
+    constructed in a process decides it.
     """
 
     def __init__(
@@ -487,8 +500,7 @@ class GitStore:
         self.committer = committer
         self.push_url = push_url
         self.max_attempts = max_attempts
-        if fsync:
-            pygit2.option(Option.ENABLE_FSYNC_GITDIR, True)
+        pygit2.option(Option.ENABLE_FSYNC_GITDIR, fsync)
         self.root.mkdir(parents=True, exist_ok=True)
 
     # ----------------------------------------------------------------- repositories
