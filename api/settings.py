@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -34,9 +35,9 @@ class Settings(BaseSettings):
     # JetStream stream and subjects.
     stream_name: str = "HEXABASE_CHANGES"
     subject_prefix: str = "hexabase"
-    # fsync Git objects and refs before a ref moves (a commit the database records then
-    # survives a power loss). Costs several fsyncs per commit.
-    git_fsync: bool = True
+    # How a commit is made durable before the database records it: syncfs (two filesystem
+    # flushes a commit), fsync (libgit2 fsyncs every object and ref) or none.
+    git_durability: Literal["syncfs", "fsync", "none"] = "syncfs"
     # Seconds before JetStream redelivers a change a worker took but never acknowledged.
     ack_wait: float = 30.0
 

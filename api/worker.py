@@ -11,11 +11,12 @@ update is repaired by finding the change ids in the trailers of recent commits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -26,7 +27,13 @@ from api.db.tenant import load_tenant_spec
 from api.failpoints import failpoint
 from api.queue import ChangeMessage, Queue
 from api.settings import Settings
-from reconciler.gitstore import ChangeTrailer, CommitResult, Person, TenantRepoStore
+from reconciler.gitstore import (
+    ChangeTrailer,
+    CommitResult,
+    Person,
+    RepositoryExistsError,
+    TenantRepoStore,
+)
 from reconciler.render import is_managed, render, skeleton_files
 from reconciler.spec import TenantSpec
 
@@ -155,12 +162,13 @@ class Committer:
             return outcome
         author = Person(pending[0].actor_name or pending[0].actor_email, pending[0].actor_email)
         if not self.store.exists(organization_id):
-            self.store.create(
-                organization_id,
-                skeleton_files(spec.organization),
-                author=author,
-                subject=f"Create tenant repository for {spec.organization.name}",
-            )
+            with contextlib.suppress(RepositoryExistsError):  # created meanwhile: fine
+                self.store.create(
+                    organization_id,
+                    skeleton_files(spec.organization),
+                    author=author,
+                    subject=f"Create tenant repository for {spec.organization.name}",
+                )
         # Crash recovery: changes whose commit landed before the database heard of it.
         already = self.store.committed_change_ids(organization_id, [str(c.id) for c in pending])
         if already:
@@ -231,6 +239,10 @@ class Committer:
     ) -> None:
         now = datetime.now(UTC)
         with self.sessions() as session, session.begin():
+            if state == "committed":
+                # Safe to skip the WAL flush: a committed mark lost in a crash is found again
+                # in the commit trailers (or re-rendered as a no-op) on the next pass.
+                session.execute(text("SET LOCAL synchronous_commit = off"))
             for change_id in ids:
                 commit_sha = sha.get(str(change_id)) if isinstance(sha, dict) else sha
                 session.execute(
@@ -244,6 +256,19 @@ class Committer:
                         attempts=m.Change.attempts + 1,
                     )
                 )
+
+    def stale_organizations(self, older_than: float) -> list[str]:
+        """Organizations with a change published more than older_than seconds ago and still
+        pending."""
+        cutoff = datetime.now(UTC) - timedelta(seconds=older_than)
+        with self.sessions() as session:
+            return list(
+                session.scalars(
+                    select(m.Change.organization_id)
+                    .where(m.Change.state == "pending", m.Change.published_at < cutoff)
+                    .distinct()
+                )
+            )
 
     def settled(self, change_ids: Sequence[int]) -> list[tuple[int, str, str | None]]:
         with self.sessions() as session:
@@ -287,7 +312,30 @@ class Worker:
         return True
 
     async def run(self) -> None:
-        await self.queue.work(self.handle, ack_wait=self.ack_wait, stop=lambda: self.stopping)
+        sweeper = asyncio.create_task(self.sweep_forever())
+        try:
+            await self.queue.work(self.handle, ack_wait=self.ack_wait, stop=lambda: self.stopping)
+        finally:
+            sweeper.cancel()
+
+    async def sweep_forever(self, every: float = 10.0) -> None:
+        """Liveness: an organization whose change stayed pending long after it was published
+        (its message acknowledged but the mark lost in a crash) is committed anyway."""
+        while not self.stopping:
+            await asyncio.sleep(every)
+            try:
+                stale = await asyncio.to_thread(
+                    self.committer.stale_organizations, 3 * self.ack_wait
+                )
+                for organization_id in stale:
+                    log.warning(
+                        "organization %s has stale pending changes; committing", organization_id
+                    )
+                    await self.handle(
+                        ChangeMessage(change_id=0, organization_id=organization_id, delivery=0)
+                    )
+            except Exception:
+                log.exception("sweep failed; trying again in %.0f s", every)
 
 
 def committer_from_settings(settings: Settings, sessions: sessionmaker[Session]) -> Committer:
@@ -297,7 +345,7 @@ def committer_from_settings(settings: Settings, sessions: sessionmaker[Session])
         settings.repos_path,
         committer=Person(settings.committer_name, settings.committer_email),
         push_url=settings.push_url_template or None,
-        fsync=settings.git_fsync,
+        durability=settings.git_durability,
     )
     return Committer(
         sessions,

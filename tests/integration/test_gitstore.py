@@ -14,6 +14,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -679,3 +680,25 @@ def test_commit_is_pushed_to_a_local_bare_remote(tmp_path: Path) -> None:
     assert refused.committed and refused.push_error is not None
     assert store.head(ORG) == refused.sha
     assert git("rev-parse", "main", cwd=remote).strip() != refused.sha
+
+
+def test_stale_main_lock_left_by_a_dead_writer_is_removed(tmp_path: Path) -> None:
+    store = GitStore(tmp_path, durability="none", stale_lock_seconds=1.0)
+    store.create("org-lock", {PurePosixPath("README.md"): b"hi\n"}, author=ALICE, subject="init")
+    lock = store.path("org-lock") / "refs" / "heads" / "main.lock"
+    lock.write_text("0" * 40 + "\n")
+    os.utime(lock, (time.time() - 120, time.time() - 120))  # left two minutes ago
+    result = store.commit(
+        "org-lock", writes={"host/a.yaml": b"a: 1\n"}, author=ALICE, subject="after crash"
+    )
+    assert result.committed and not lock.exists()
+
+
+def test_fresh_main_lock_is_respected(tmp_path: Path) -> None:
+    store = GitStore(tmp_path, durability="none", stale_lock_seconds=60.0, max_attempts=2)
+    store.create("org-busy", {PurePosixPath("README.md"): b"hi\n"}, author=ALICE, subject="init")
+    lock = store.path("org-busy") / "refs" / "heads" / "main.lock"
+    lock.write_text("0" * 40 + "\n")  # someone (git itself) holds it right now
+    with pytest.raises(ConcurrentUpdateError):
+        store.commit("org-busy", writes={"host/a.yaml": b"a: 1\n"}, author=ALICE, subject="x")
+    assert lock.exists()
