@@ -7,11 +7,10 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from api.auth import token_hash
 from api.db import models as m
+from api.db.session import Session
+from api.db.users import user_by_token
 
 
 def get_db(request: Request) -> Iterator[Session]:
@@ -34,9 +33,7 @@ def current_user(request: Request, db: SessionDep) -> m.User:
             ),
             headers={"WWW-Authenticate": "Bearer"},
         )
-    user = db.scalars(
-        select(m.User).join(m.ApiToken).where(m.ApiToken.token_hash == token_hash(token))
-    ).first()
+    user = user_by_token(db, token)
     if user is None:
         raise HTTPException(
             401, detail="unknown or revoked token", headers={"WWW-Authenticate": "Bearer"}

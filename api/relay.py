@@ -10,21 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import UTC, datetime
 
-from sqlalchemy import text
-from sqlalchemy.orm import Session, sessionmaker
-
-from api.db.changes import claim_unpublished, mark_published
+from api.db import outbox
+from api.db.session import Sessions
 from api.queue import Queue
 
 log = logging.getLogger("hexabase.relay")
 
 
 class Relay:
-    def __init__(
-        self, sessions: sessionmaker[Session], queue: Queue, *, sweep_every: float = 1.0
-    ) -> None:
+    def __init__(self, sessions: Sessions, queue: Queue, *, sweep_every: float = 1.0) -> None:
         self.sessions = sessions
         self.queue = queue
         self.sweep_every = sweep_every
@@ -51,15 +46,12 @@ class Relay:
         """Publish every unpublished change; returns how many."""
         total = 0
         while True:
-            with self.sessions() as session, session.begin():
-                # A lost "published" mark only means one more (deduplicated) publish.
-                session.execute(text("SET LOCAL synchronous_commit = off"))
-                claimed = claim_unpublished(session)
-                if not claimed:
+            with outbox.claim_unpublished(self.sessions) as claim:
+                if not claim.changes:
                     return total
                 # Publish while the rows are locked: a crash before the commit leaves them
                 # unpublished, and the next round publishes them again (deduplicated).
-                for change_id, organization_id in claimed:
+                for change_id, organization_id in claim.changes:
                     await self.queue.publish_change(change_id, organization_id)
-                mark_published(session, [c for c, _ in claimed], datetime.now(UTC))
-            total += len(claimed)
+                claim.mark_published()
+            total += len(claim.changes)

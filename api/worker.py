@@ -16,14 +16,10 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, text, update
-from sqlalchemy.orm import Session, sessionmaker
-
-from api.db import models as m
-from api.db.session import org_lock_key
-from api.db.tenant import load_tenant_spec
+from api.db import outbox
+from api.db.outbox import PendingChange
+from api.db.session import Sessions
 from api.failpoints import failpoint
 from api.queue import ChangeMessage, Queue
 from api.settings import Settings
@@ -42,19 +38,10 @@ log = logging.getLogger("hexabase.worker")
 NO_OP_REASON = "nothing to change in the repository"
 
 
-@dataclass(frozen=True)
-class PendingChange:
-    id: int
-    action: str
-    target: str
-    actor_name: str
-    actor_email: str
-    request_id: str
-
-    def trailer(self) -> ChangeTrailer:
-        return ChangeTrailer(
-            change_id=str(self.id), actor=self.actor_email, request_id=self.request_id
-        )
+def trailer(change: PendingChange) -> ChangeTrailer:
+    return ChangeTrailer(
+        change_id=str(change.id), actor=change.actor_email, request_id=change.request_id
+    )
 
 
 @dataclass
@@ -93,7 +80,7 @@ class Committer:
 
     def __init__(
         self,
-        sessions: sessionmaker[Session],
+        sessions: Sessions,
         store: TenantRepoStore,
         *,
         issuer_url: str,
@@ -107,56 +94,18 @@ class Committer:
         self.render = renderer or render
 
     def commit_organization(self, organization_id: str) -> Outcome:
-        engine = self.sessions.kw["bind"]
-        with engine.connect() as lock_conn:
-            # Session-level advisory lock: held across the Git write, released on any exit
-            # (also when this process dies, since PostgreSQL ends the session).
-            lock_conn.execute(
-                text("SELECT pg_advisory_lock(:k)"), {"k": org_lock_key(organization_id)}
-            )
-            try:
-                return self._commit_locked(organization_id)
-            finally:
-                lock_conn.execute(
-                    text("SELECT pg_advisory_unlock(:k)"), {"k": org_lock_key(organization_id)}
-                )
-                lock_conn.commit()
-
-    def _snapshot(self, organization_id: str) -> tuple[list[PendingChange], TenantSpec | None]:
-        """Pending changes and the desired state, read in one REPEATABLE READ snapshot so the
-        state is exactly the one those changes produced."""
-        with self.sessions() as session:
-            session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-            rows = session.scalars(
-                select(m.Change)
-                .where(m.Change.organization_id == organization_id, m.Change.state == "pending")
-                .order_by(m.Change.id)
-            ).all()
-            pending = [
-                PendingChange(
-                    id=c.id,
-                    action=c.action,
-                    target=c.target,
-                    actor_name=c.actor_name,
-                    actor_email=c.actor_email,
-                    request_id=c.request_id,
-                )
-                for c in rows
-            ]
-            if not pending or session.get(m.Organization, organization_id) is None:
-                return pending, None
-            spec = load_tenant_spec(
-                session,
-                organization_id,
-                issuer_url=self.issuer_url,
-                vcluster_chart_version=self.vcluster_chart_version,
-            )
-            return pending, spec
+        with outbox.organization_lock(self.sessions, organization_id):
+            return self._commit_locked(organization_id)
 
     def _commit_locked(self, organization_id: str) -> Outcome:
         outcome = Outcome()
         started = time.perf_counter()
-        pending, spec = self._snapshot(organization_id)
+        pending, spec = outbox.snapshot(
+            self.sessions,
+            organization_id,
+            issuer_url=self.issuer_url,
+            vcluster_chart_version=self.vcluster_chart_version,
+        )
         outcome.timings["snapshot"] = time.perf_counter() - started
         if not pending or spec is None:
             return outcome
@@ -173,7 +122,7 @@ class Committer:
         already = self.store.committed_change_ids(organization_id, [str(c.id) for c in pending])
         if already:
             sha = self._sha_carrying(organization_id, already)
-            self._mark(organization_id, [int(i) for i in already], "committed", sha=sha)
+            outbox.mark(self.sessions, [int(i) for i in already], "committed", sha=sha)
             outcome.recovered = sorted(int(i) for i in already)
         todo = [c for c in pending if str(c.id) not in already]
         if not todo:
@@ -184,7 +133,7 @@ class Committer:
             outcome.timings["render"] = time.perf_counter() - mark
         except ValueError as error:  # the spec cannot be rendered: retrying will not help
             reason = f"could not render the organization's manifests: {error}"
-            self._mark(organization_id, [c.id for c in todo], "failed", reason=reason)
+            outbox.mark(self.sessions, [c.id for c in todo], "failed", reason=reason)
             outcome.failed = [c.id for c in todo]
             return outcome
         mark = time.perf_counter()
@@ -194,14 +143,14 @@ class Committer:
             is_managed=is_managed,
             author=Person(todo[0].actor_name or todo[0].actor_email, todo[0].actor_email),
             subject=commit_subject(todo),
-            changes=[c.trailer() for c in todo],
+            changes=[trailer(c) for c in todo],
             body=commit_body(todo),
         )
         outcome.timings["git"] = time.perf_counter() - mark
         failpoint("after-git-commit")  # the commit is in Git, the database does not know yet
         mark = time.perf_counter()
-        self._mark(
-            organization_id,
+        outbox.mark(
+            self.sessions,
             [c.id for c in todo],
             "committed",
             sha=result.sha,
@@ -228,56 +177,11 @@ class Committer:
                     shas.setdefault(trailer.change_id, record.sha)
         return shas
 
-    def _mark(
-        self,
-        organization_id: str,
-        ids: list[int],
-        state: str,
-        *,
-        sha: str | dict[str, str] | None = None,
-        reason: str | None = None,
-    ) -> None:
-        now = datetime.now(UTC)
-        with self.sessions() as session, session.begin():
-            if state == "committed":
-                # Safe to skip the WAL flush: a committed mark lost in a crash is found again
-                # in the commit trailers (or re-rendered as a no-op) on the next pass.
-                session.execute(text("SET LOCAL synchronous_commit = off"))
-            for change_id in ids:
-                commit_sha = sha.get(str(change_id)) if isinstance(sha, dict) else sha
-                session.execute(
-                    update(m.Change)
-                    .where(m.Change.id == change_id, m.Change.state == "pending")
-                    .values(
-                        state=state,
-                        commit_sha=commit_sha,
-                        reason=reason,
-                        committed_at=now,
-                        attempts=m.Change.attempts + 1,
-                    )
-                )
-
     def stale_organizations(self, older_than: float) -> list[str]:
-        """Organizations with a change published more than older_than seconds ago and still
-        pending."""
-        cutoff = datetime.now(UTC) - timedelta(seconds=older_than)
-        with self.sessions() as session:
-            return list(
-                session.scalars(
-                    select(m.Change.organization_id)
-                    .where(m.Change.state == "pending", m.Change.published_at < cutoff)
-                    .distinct()
-                )
-            )
+        return outbox.stale_organizations(self.sessions, older_than)
 
     def settled(self, change_ids: Sequence[int]) -> list[tuple[int, str, str | None]]:
-        with self.sessions() as session:
-            rows = session.execute(
-                select(m.Change.id, m.Change.state, m.Change.commit_sha).where(
-                    m.Change.id.in_(change_ids)
-                )
-            ).all()
-            return [(r[0], r[1], r[2]) for r in rows]
+        return outbox.states(self.sessions, change_ids)
 
 
 class Worker:
@@ -338,7 +242,7 @@ class Worker:
                 log.exception("sweep failed; trying again in %.0f s", every)
 
 
-def committer_from_settings(settings: Settings, sessions: sessionmaker[Session]) -> Committer:
+def committer_from_settings(settings: Settings, sessions: Sessions) -> Committer:
     from reconciler.gitstore import GitStore
 
     store = GitStore(

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from api.db import models as m
@@ -50,20 +47,3 @@ def change_public(change: m.Change) -> ChangePublic:
         committed_at=change.committed_at,
         link=f"/api/v1/changes/{change.id}",
     )
-
-
-def claim_unpublished(session: Session, limit: int = 200) -> list[tuple[int, str]]:
-    """Unpublished changes (id, organization id), locked so that two relays never both
-    take one; the caller marks them published in the same transaction."""
-    rows = session.execute(
-        select(m.Change.id, m.Change.organization_id)
-        .where(m.Change.published_at.is_(None))
-        .order_by(m.Change.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    ).all()
-    return [(row[0], row[1]) for row in rows]
-
-
-def mark_published(session: Session, ids: list[int], when: datetime) -> None:
-    session.execute(update(m.Change).where(m.Change.id.in_(ids)).values(published_at=when))

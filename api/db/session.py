@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session as Session  # re-exported for the routes' type hints
+from sqlalchemy.orm import sessionmaker
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -15,6 +16,9 @@ def sqlalchemy_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     return url
+
+
+Sessions = sessionmaker[Session]
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:

@@ -24,3 +24,9 @@ def create_token(
             user.name = name
         session.add(m.ApiToken(user_id=user.id, name=token_name, token_hash=token_hash(token)))
     return token
+
+
+def user_by_token(session: Session, token: str) -> m.User | None:
+    return session.scalars(
+        select(m.User).join(m.ApiToken).where(m.ApiToken.token_hash == token_hash(token))
+    ).first()
