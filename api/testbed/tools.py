@@ -76,14 +76,20 @@ FLUX_CONTROLLERS: Mapping[str, str] = MappingProxyType(
 class Versions:
     """Every upstream version the test bed uses."""
 
+    #: Newest v3.6 patch served (v3.7 is served too; kube-apiserver 1.36 is tested on 3.6).
     etcd: str = "v3.6.16"
+    #: Staging modules are served at the matching v0.36.3.
     kubernetes: str = "v1.36.3"
+    #: Newest Helm 4 served; builds with Go 1.26.
     helm: str = "v4.3.2"
     flux: str = FLUX_RELEASE
     flux_controllers: Mapping[str, str] = field(default_factory=lambda: FLUX_CONTROLLERS)
     # Modules read for their files only (CRDs, the vCluster chart); never built.
+    #: Newest served.
     knative_serving: str = "v0.51.0"
+    #: Newest served.
     kyverno: str = "v1.19.1"
+    #: Newest v0.36 served (v0.36.2+ are refused).
     vcluster: str = "v0.36.1"
 
     @property
