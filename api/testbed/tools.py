@@ -76,7 +76,7 @@ FLUX_CONTROLLERS: Mapping[str, str] = MappingProxyType(
 class Versions:
     """Every upstream version the test bed uses."""
 
-    #: Newest v3.6 patch served (v3.7 is served too; kube-apiserver 1.36 is tested on 3.6).
+    #: Newest v3.6 patch served (v3.7 is too; k8s.io/kubernetes v1.36.3 uses etcd client v3.6.8).
     etcd: str = "v3.6.16"
     #: Staging modules are served at the matching v0.36.3.
     kubernetes: str = "v1.36.3"
