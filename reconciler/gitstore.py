@@ -514,6 +514,8 @@ class GitStore:
         self.max_attempts = max_attempts
         self.durability = durability
         self.stale_lock_seconds = stale_lock_seconds
+        # org id -> (head sha, the managed files at that head), from the last full render.
+        self._last_rendered: dict[str, tuple[str, dict[PurePosixPath, bytes]]] = {}
         pygit2.option(Option.ENABLE_FSYNC_GITDIR, durability == "fsync")
         self.root.mkdir(parents=True, exist_ok=True)
 
@@ -653,21 +655,27 @@ class GitStore:
         repo = self._open(org_id)
         for attempt in range(1, self.max_attempts + 1):
             head = self._head_commit(repo)
-            plan = plan_rendered(
-                repo,
-                head,
-                rendered,
-                is_managed=is_managed,
-                scope=scope,
-                may_contain_managed=may_contain_managed,
+            plan = (
+                self._plan_from_last(org_id, head, rendered, is_managed) if scope is None else None
             )
+            if plan is None:
+                plan = plan_rendered(
+                    repo,
+                    head,
+                    rendered,
+                    is_managed=is_managed,
+                    scope=scope,
+                    may_contain_managed=may_contain_managed,
+                )
             if plan.empty:
+                self._remember(org_id, plan.head, rendered, scope)
                 return CommitResult(sha=plan.head, committed=False, parent=None, attempts=attempt)
             nodes = _change_tree(plan.writes, plan.deletes)
             result = self._try_commit(repo, org_id, head, nodes, author, message, attempt)
             if result is not None and not result.committed:
                 return result
             if result is not None:
+                self._remember(org_id, result.sha, rendered, scope)
                 return self._after_commit(
                     org_id,
                     replace(result, written=tuple(sorted(plan.writes)), deleted=plan.deletes),
@@ -676,6 +684,39 @@ class GitStore:
         raise ConcurrentUpdateError(
             f"{org_id}: main kept moving; gave up after {self.max_attempts} attempts"
         )
+
+    def _remember(
+        self, org_id: str, head: str, rendered: Writes, scope: Sequence[PathLike] | None
+    ) -> None:
+        """After a full (unscoped) commit_rendered, main's managed files at `head` are exactly
+        `rendered`: remember that, so the next plan on the same head compares two maps in
+        memory instead of hashing every file against the tree."""
+        if scope is None:
+            self._last_rendered[org_id] = (head, dict(rendered))
+
+    def _plan_from_last(
+        self,
+        org_id: str,
+        head: pygit2.Commit,
+        rendered: Writes,
+        is_managed: Callable[[PurePosixPath], bool],
+    ) -> Plan | None:
+        last = self._last_rendered.get(org_id)
+        if last is None or last[0] != str(head.id):
+            return None  # main moved (an engineer, another worker): plan against the tree
+        before = last[1]
+        writes: dict[PurePosixPath, bytes] = {}
+        for path, data in rendered.items():
+            old = before.get(path)
+            if old is None:
+                safe = safe_path(path)
+                if not is_managed(safe):
+                    raise UnsafePathError(f"{path}: rendered but not a managed path")
+                writes[safe] = data
+            elif old is not data and old != data:
+                writes[path] = data
+        deletes = tuple(sorted(p for p in before if p not in rendered))
+        return Plan(head=str(head.id), writes=writes, deletes=deletes)
 
     def _try_commit(
         self,

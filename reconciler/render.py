@@ -124,13 +124,30 @@ class _Files:
     files: dict[PurePosixPath, bytes] = field(default_factory=dict)
 
     def add(self, path: PurePosixPath, data: bytes) -> None:
-        _check_path(path)
+        if path not in _checked_paths:
+            _check_path(path)
         if path in self.files:
             raise RenderError(str(path), "rendered twice: two objects share a name in the spec")
         self.files[path] = data
 
     def manifest(self, path: str, template: str, **context: Any) -> None:
-        self.add(PurePosixPath(path), _manifest(path, template, context))
+        self.add(_checked_path(path), _manifest(path, template, context))
+
+
+def _checked_path(path: str) -> PurePosixPath:
+    """A rendered path, checked once: the same paths come back on every render."""
+    checked = _checked_paths.get(path)
+    if checked is None:
+        checked = PurePosixPath(path)
+        _check_path(checked)
+        if len(_checked_paths) < 100_000:
+            _checked_paths[path] = checked
+            _checked_paths[checked] = checked
+    return checked
+
+
+# str and PurePosixPath keys of paths that passed _check_path (they hash differently).
+_checked_paths: dict[str | PurePosixPath, PurePosixPath] = {}
 
 
 def _check_path(path: PurePosixPath) -> None:
@@ -232,10 +249,12 @@ def _render_host_workspace(out: _Files, spec: TenantSpec, workspace: WorkspaceSp
     namespace = host_namespace(org, workspace)
     labels = _labels(org, organization=org.id, workspace=workspace.name)
     plan = workspace.plan
+    projects = sorted(p.name for p in workspace.projects)
     out.manifest(
         f"{base}/kustomization.yaml",
         "kustomization.yaml.j2",
-        resources=["namespace.yaml", "sync.yaml", "vcluster.yaml"],
+        resources=["namespace.yaml", "sync.yaml", "vcluster.yaml"]
+        + [f"project-apps/{p}.yaml" for p in projects],
     )
     out.manifest(f"{base}/namespace.yaml", "namespace.yaml.j2", name=namespace, labels=labels)
     service_host = f"{VCLUSTER_RELEASE}.{namespace}.svc"
@@ -264,15 +283,6 @@ def _render_host_workspace(out: _Files, spec: TenantSpec, workspace: WorkspaceSp
             for k, v in limit_range.items()
         },
     )
-    apps = [
-        {
-            "project": project.name,
-            "name": project.name,
-            "labels": _labels(org, workspace=workspace.name, project=project.name),
-            "component": f"../projects/{project.name}/apps",
-        }
-        for project in sorted(workspace.projects, key=lambda p: p.name)
-    ]
     out.manifest(
         f"{base}/sync.yaml",
         "sync.yaml.j2",
@@ -280,12 +290,27 @@ def _render_host_workspace(out: _Files, spec: TenantSpec, workspace: WorkspaceSp
         labels=labels,
         workspace_kustomization=WORKSPACE_KUSTOMIZATION,
         workspace_path=f"./workspaces/{workspace.name}",
-        apps_entrypoint_path=f"./workspaces/{workspace.name}/{APPS_ENTRYPOINT}",
         git_repository=org.name,
         flux_namespace=FLUX_NAMESPACE,
         kubeconfig_secret=kubeconfig_secret(),
-        apps=apps,
     )
+    # One file per project, so a new project renders one new file here (and the list in the
+    # kustomization.yaml) instead of re-rendering every project's Kustomization.
+    for project in projects:
+        out.manifest(
+            f"{base}/project-apps/{project}.yaml",
+            "apps-sync.yaml.j2",
+            name=project,
+            project=project,
+            namespace=namespace,
+            labels=_labels(org, workspace=workspace.name, project=project),
+            component=f"../projects/{project}/apps",
+            apps_entrypoint_path=f"./workspaces/{workspace.name}/{APPS_ENTRYPOINT}",
+            workspace_kustomization=WORKSPACE_KUSTOMIZATION,
+            git_repository=org.name,
+            flux_namespace=FLUX_NAMESPACE,
+            kubeconfig_secret=kubeconfig_secret(),
+        )
 
 
 # The vCluster chart ships default quota and limit values; Helm merges ours over them, so a key

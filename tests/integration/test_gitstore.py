@@ -702,3 +702,28 @@ def test_fresh_main_lock_is_respected(tmp_path: Path) -> None:
     with pytest.raises(ConcurrentUpdateError):
         store.commit("org-busy", writes={"host/a.yaml": b"a: 1\n"}, author=ALICE, subject="x")
     assert lock.exists()
+
+
+def test_commit_rendered_notices_an_external_edit_of_a_managed_file(tmp_path: Path) -> None:
+    """The store remembers the last full render per head; a commit made elsewhere moves the
+    head, so the next render is planned against the tree and the managed file is restored."""
+    store = GitStore(tmp_path, durability="none")
+    spec = factories.small_org()
+    org = spec.organization.id
+    store.create(org, skeleton_files(spec.organization), author=ALICE, subject="init")
+    rendered = render(spec)
+    first = store.commit_rendered(
+        org, rendered, is_managed=renderer_is_managed, author=ALICE, subject="render"
+    )
+    assert first.committed
+    again = store.commit_rendered(
+        org, rendered, is_managed=renderer_is_managed, author=ALICE, subject="render"
+    )
+    assert not again.committed and again.sha == first.sha
+    managed = PurePosixPath("workspaces/dev/kustomization.yaml")
+    store.commit(org, writes={managed: b"tampered: true\n"}, author=ALICE, subject="by hand")
+    restored = store.commit_rendered(
+        org, rendered, is_managed=renderer_is_managed, author=ALICE, subject="render"
+    )
+    assert restored.committed and restored.written == (managed,)
+    assert store.read_file(org, managed) == rendered[managed]

@@ -111,13 +111,15 @@ def test_deleting_a_project_removes_exactly_its_paths() -> None:
     before, after = render(spec), render(without_api)
     removed = set(before) - set(after)
     prefix = "workspaces/dev/projects/api/"
-    assert removed and all(str(p).startswith(prefix) for p in removed)
+    apps_sync = PurePosixPath("host/workspaces/dev/project-apps/api.yaml")
+    assert removed and all(str(p).startswith(prefix) or p == apps_sync for p in removed)
+    assert apps_sync in removed
     assert not any(str(p).startswith(prefix) for p in after)
     # The files that listed the project changed; nothing else did.
     changed = {p for p in after if before[p] != after[p]}
     assert changed == {
         PurePosixPath("workspaces/dev/kustomization.yaml"),
-        PurePosixPath("host/workspaces/dev/sync.yaml"),
+        PurePosixPath("host/workspaces/dev/kustomization.yaml"),
     }
 
 
@@ -223,7 +225,9 @@ def test_duplicate_project_names_are_an_error_naming_the_file() -> None:
             factories.workspace(projects=(factories.project("web"), factories.project("web"))),
         )
     )
-    with pytest.raises(RenderError, match=r"workspaces/dev/projects/web/.*rendered twice"):
+    with pytest.raises(
+        RenderError, match=r"workspaces/dev/(projects|project-apps)/web.*rendered twice"
+    ):
         render(spec)
 
 
