@@ -22,7 +22,8 @@ class Settings(BaseSettings):
     nats_url: str = ""
     # Where tenant bare repositories live; default <data_dir>/repos.
     repos_dir: Path | None = None
-    # Optional remote to push each tenant repo to: a template with {org}, e.g. git@host:t/{org}.git
+    # Optional remote to push each tenant repo to: a template with {org_id}, e.g.
+    # https://git.example.com/tenants/{org_id}.git
     push_url_template: str = ""
     host: str = "127.0.0.1"
     port: int = 8000

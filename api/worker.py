@@ -136,6 +136,7 @@ class Committer:
             outbox.mark(self.sessions, [c.id for c in todo], "failed", reason=reason)
             outcome.failed = [c.id for c in todo]
             return outcome
+        failpoint("before-git-commit")  # rendered, nothing written anywhere yet
         mark = time.perf_counter()
         result: CommitResult = self.store.commit_rendered(
             organization_id,
@@ -206,6 +207,7 @@ class Worker:
                 message.delivery,
             )
             return False
+        failpoint("before-ack")  # committed and marked; JetStream will deliver it again
         settled_ids = outcome.committed + outcome.recovered + outcome.failed
         for change_id, state, sha in await asyncio.to_thread(self.committer.settled, settled_ids):
             await self.queue.publish_event(

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 
 from api.db import models as m
@@ -144,26 +145,60 @@ def test_two_workers_racing_on_one_org_lose_no_update(stack: Stack) -> None:
     assert len(stack.store.log(org["id"], limit=1000)) < 30
 
 
-def test_worker_killed_after_git_commit_commits_once_after_restart(stack: Stack) -> None:
+@pytest.mark.parametrize("point", ["before-git-commit", "after-git-commit", "before-ack"])
+def test_worker_killed_mid_change_commits_exactly_once_after_restart(
+    stack: Stack, point: str
+) -> None:
     with stack.client(stack.token("dave@example.com")) as client:
         org = create_org_ws(client, stack)
         for proc in list(stack.workers):
             proc.terminate()
             proc.wait(15)
-        crashing = stack.start_worker({"HEXABASE_FAILPOINTS": "after-git-commit"})
+        crashing = stack.start_worker({"HEXABASE_FAILPOINTS": point})
         r = client.post(
             f"/api/v1/organizations/{ORG}/workspaces/{WS}/projects", json={"name": "db"}
         )
         change = r.json()["change"]
-        assert crashing.wait(30) == 137  # died between the Git commit and the database update
-        assert client.get(change["link"]).json()["state"] == "pending"
-        carried = carried_by(stack, org["id"])[str(change["id"])]
-        assert len(carried) == 1
+        assert crashing.wait(30) == 137  # died at the failpoint, like a SIGKILL
+        carried = carried_by(stack, org["id"]).get(str(change["id"]), [])
+        state = client.get(change["link"]).json()["state"]
+        if point == "before-git-commit":
+            assert (carried, state) == ([], "pending")
+        elif point == "after-git-commit":
+            assert (len(carried), state) == (1, "pending")
+        else:
+            assert (len(carried), state) == (1, "committed")
         stack.start_worker()  # the unacknowledged message is redelivered after ack_wait
         settled = stack.wait_change(client, change, timeout=60)
+        # The redelivery has been handled once the work queue is empty again.
+        deadline = time.monotonic() + 30
+        while stream_messages(stack) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert stream_messages(stack) == 0
     assert settled["state"] == "committed"
-    assert settled["commit_sha"] == carried[0]
-    assert carried_by(stack, org["id"])[str(change["id"])] == carried  # no second commit
+    final = carried_by(stack, org["id"])[str(change["id"])]
+    assert final == [settled["commit_sha"]]  # in exactly one commit
+    if carried:
+        assert final == carried  # the commit made before the crash, not a second one
+    assert stack.store.read_file(org["id"], f"workspaces/{WS}/projects/db/namespace.yaml")
+
+
+def stream_messages(stack: Stack) -> int:
+    import asyncio
+
+    from api.queue import Queue
+
+    async def count() -> int:
+        queue = await Queue.connect(
+            stack.settings.nats_url,
+            stream=stack.settings.stream_name,
+            prefix=stack.settings.subject_prefix,
+        )
+        info = await queue.js.stream_info(stack.settings.stream_name)
+        await queue.close()
+        return int(info.state.messages)
+
+    return asyncio.run(count())
 
 
 def test_bad_input_answers_422_and_writes_nothing(stack: Stack) -> None:
