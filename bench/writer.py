@@ -212,7 +212,7 @@ def measure_size(
     ws = f"ws{workspaces // 2:03d}"
     existing = [f"p{p:03d}" for p in range(projects)]
 
-    # The store, with its production default (durability "syncfs") and without fsync, same change shape.
+    # The store as production runs it (durability "syncfs") and without any flush.
     def store_runs(fsync: bool, tag: str) -> list[float]:
         store = GitStore(root, durability="syncfs" if fsync else "none")
         times = []
@@ -362,8 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     speedup = float(last["speedup_vs_git_cli"])  # type: ignore[arg-type]
     summary = {
         "summary": (
-            f"one new project (9 paths) through the store (durable: syncfs): {first['store_ms']} ms at "
-            f"{first['files']} files, {last['store_ms']} ms at {last['files']} files "
+            f"one new project (9 paths) through the store (durable: syncfs): "
+            f"{first['store_ms']} ms at {first['files']} files, {last['store_ms']} ms at {last['files']} files "
             f"({last['store_nofsync_ms']} ms without fsync); git CLI add+commit "
             f"{last['git_cli_ms']} ms ({last['git_cli_fsync_ms']} ms with core.fsync=committed)"
             f" at {last['files']} files"
