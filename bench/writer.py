@@ -363,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "summary": (
             f"one new project (9 paths) through the store (durable: syncfs): "
-            f"{first['store_ms']} ms at {first['files']} files, {last['store_ms']} ms at {last['files']} files "
+            f"{first['store_ms']} ms at {first['files']} files, "
+            f"{last['store_ms']} ms at {last['files']} files "
             f"({last['store_nofsync_ms']} ms without fsync); git CLI add+commit "
             f"{last['git_cli_ms']} ms ({last['git_cli_fsync_ms']} ms with core.fsync=committed)"
             f" at {last['files']} files"
