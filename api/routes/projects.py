@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TypeVar
 
 from fastapi import APIRouter
 from sqlalchemy import select
@@ -47,8 +47,29 @@ def project_in(db: Session, ws: m.Workspace, name: str) -> m.Project:
     return project
 
 
-def _dump(value: Any) -> Any:
-    return value.model_dump() if hasattr(value, "model_dump") else value
+# What lives inside a project: each has a project_id and a name unique in its project.
+Child = TypeVar("Child", m.ProjectRole, m.CronJob, m.Function)
+
+
+def children_of(db: Session, model: type[Child], project: m.Project) -> list[Child]:
+    return list(
+        db.scalars(select(model).where(model.project_id == project.id).order_by(model.name))
+    )
+
+
+def child_in(db: Session, model: type[Child], project: m.Project, name: str, what: str) -> Child:
+    row = db.scalars(
+        select(model).where(model.project_id == project.id, model.name == name)
+    ).first()
+    if row is None:
+        raise NotFound(f"{what} {name!r} in project {project.name!r}")
+    return row
+
+
+def refuse_taken(db: Session, model: type[Child], project: m.Project, name: str, what: str) -> None:
+    taken = db.scalar(select(model.id).where(model.project_id == project.id, model.name == name))
+    if taken:
+        raise Invalid("name", f"a {what} named {name!r} already exists in project {project.name!r}")
 
 
 @router.get("")
@@ -131,26 +152,12 @@ def role_public(r: m.ProjectRole) -> ProjectRolePublic:
     return ProjectRolePublic(id=r.id, name=r.name, rules=r.rules)
 
 
-def role_in(db: Session, project: m.Project, name: str) -> m.ProjectRole:
-    role = db.scalars(
-        select(m.ProjectRole).where(
-            m.ProjectRole.project_id == project.id, m.ProjectRole.name == name
-        )
-    ).first()
-    if role is None:
-        raise NotFound(f"role {name!r} in project {project.name!r}")
-    return role
-
-
 @router.get("/{project}/roles")
 def list_roles(
     org: str, ws: str, project: str, db: SessionDep, user: CurrentUser
 ) -> list[ProjectRolePublic]:
     workspace = workspace_for(db, user, org, ws, Access.READ)
-    row = project_in(db, workspace, project)
-    roles = db.scalars(
-        select(m.ProjectRole).where(m.ProjectRole.project_id == row.id).order_by(m.ProjectRole.name)
-    )
+    roles = children_of(db, m.ProjectRole, project_in(db, workspace, project))
     return [role_public(r) for r in roles]
 
 
@@ -161,15 +168,7 @@ def create_role(
     with db.begin():
         workspace = workspace_for(db, ctx.user, org, ws, Access.MANAGE, lock=True)
         row = project_in(db, workspace, project)
-        exists = db.scalar(
-            select(m.ProjectRole.id).where(
-                m.ProjectRole.project_id == row.id, m.ProjectRole.name == body.name
-            )
-        )
-        if exists:
-            raise Invalid(
-                "name", f"a role named {body.name!r} already exists in project {project!r}"
-            )
+        refuse_taken(db, m.ProjectRole, row, body.name, "role")
         role = m.ProjectRole(
             project_id=row.id, name=body.name, rules=[r.model_dump() for r in body.rules]
         )
@@ -192,7 +191,7 @@ def update_role(
 ) -> Changed[ProjectRolePublic]:
     with db.begin():
         workspace = workspace_for(db, ctx.user, org, ws, Access.MANAGE, lock=True)
-        role = role_in(db, project_in(db, workspace, project), name)
+        role = child_in(db, m.ProjectRole, project_in(db, workspace, project), name, "role")
         role.rules = [r.model_dump() for r in body.rules]
         change = change_for(db, ctx, workspace, "role.update", f"{org}/{ws}/{project}/{name}")
     ctx.committed()
@@ -205,7 +204,7 @@ def delete_role(
 ) -> Changed[ProjectRolePublic]:
     with db.begin():
         workspace = workspace_for(db, ctx.user, org, ws, Access.MANAGE, lock=True)
-        role = role_in(db, project_in(db, workspace, project), name)
+        role = child_in(db, m.ProjectRole, project_in(db, workspace, project), name, "role")
         public = role_public(role)
         change = change_for(db, ctx, workspace, "role.delete", f"{org}/{ws}/{project}/{name}")
         db.delete(role)  # its bindings go with it
@@ -216,24 +215,12 @@ def delete_role(
 # -- CronJobs -----------------------------------------------------------------------------
 
 
-def cronjob_in(db: Session, project: m.Project, name: str) -> m.CronJob:
-    row = db.scalars(
-        select(m.CronJob).where(m.CronJob.project_id == project.id, m.CronJob.name == name)
-    ).first()
-    if row is None:
-        raise NotFound(f"cronjob {name!r} in project {project.name!r}")
-    return row
-
-
 @router.get("/{project}/cronjobs")
 def list_cronjobs(
     org: str, ws: str, project: str, db: SessionDep, user: CurrentUser
 ) -> list[CronJobPublic]:
     workspace = workspace_for(db, user, org, ws, Access.READ)
-    row = project_in(db, workspace, project)
-    rows = db.scalars(
-        select(m.CronJob).where(m.CronJob.project_id == row.id).order_by(m.CronJob.name)
-    )
+    rows = children_of(db, m.CronJob, project_in(db, workspace, project))
     return [CronJobPublic.model_validate(c) for c in rows]
 
 
@@ -244,13 +231,7 @@ def create_cronjob(
     with db.begin():
         workspace = workspace_for(db, ctx.user, org, ws, Access.MANAGE, lock=True)
         row = project_in(db, workspace, project)
-        exists = db.scalar(
-            select(m.CronJob.id).where(m.CronJob.project_id == row.id, m.CronJob.name == body.name)
-        )
-        if exists:
-            raise Invalid(
-                "name", f"a cronjob named {body.name!r} already exists in project {project!r}"
-            )
+        refuse_taken(db, m.CronJob, row, body.name, "cronjob")
         data = body.model_dump()
         cronjob = m.CronJob(project_id=row.id, **data)
         db.add(cronjob)
@@ -268,7 +249,7 @@ def update_cronjob(
 ) -> Changed[CronJobPublic]:
     with db.begin():
         workspace = workspace_for(db, ctx.user, org, ws, Access.MANAGE, lock=True)
-        cronjob = cronjob_in(db, project_in(db, workspace, project), name)
+        cronjob = child_in(db, m.CronJob, project_in(db, workspace, project), name, "cronjob")
         for field, value in body.model_dump(exclude_unset=True).items():
             if value is None:
                 raise Invalid(field, f"{field} cannot be null")
@@ -284,7 +265,7 @@ def delete_cronjob(
 ) -> Changed[CronJobPublic]:
     with db.begin():
         workspace = workspace_for(db, ctx.user, org, ws, Access.MANAGE, lock=True)
-        cronjob = cronjob_in(db, project_in(db, workspace, project), name)
+        cronjob = child_in(db, m.CronJob, project_in(db, workspace, project), name, "cronjob")
         public = CronJobPublic.model_validate(cronjob)
         change = change_for(db, ctx, workspace, "cronjob.delete", f"{org}/{ws}/{project}/{name}")
         db.delete(cronjob)
@@ -295,24 +276,12 @@ def delete_cronjob(
 # -- Functions ----------------------------------------------------------------------------
 
 
-def function_in(db: Session, project: m.Project, name: str) -> m.Function:
-    row = db.scalars(
-        select(m.Function).where(m.Function.project_id == project.id, m.Function.name == name)
-    ).first()
-    if row is None:
-        raise NotFound(f"function {name!r} in project {project.name!r}")
-    return row
-
-
 @router.get("/{project}/functions")
 def list_functions(
     org: str, ws: str, project: str, db: SessionDep, user: CurrentUser
 ) -> list[FunctionPublic]:
     workspace = workspace_for(db, user, org, ws, Access.READ)
-    row = project_in(db, workspace, project)
-    rows = db.scalars(
-        select(m.Function).where(m.Function.project_id == row.id).order_by(m.Function.name)
-    )
+    rows = children_of(db, m.Function, project_in(db, workspace, project))
     return [FunctionPublic.model_validate(f) for f in rows]
 
 
@@ -323,15 +292,7 @@ def create_function(
     with db.begin():
         workspace = workspace_for(db, ctx.user, org, ws, Access.MANAGE, lock=True)
         row = project_in(db, workspace, project)
-        exists = db.scalar(
-            select(m.Function.id).where(
-                m.Function.project_id == row.id, m.Function.name == body.name
-            )
-        )
-        if exists:
-            raise Invalid(
-                "name", f"a function named {body.name!r} already exists in project {project!r}"
-            )
+        refuse_taken(db, m.Function, row, body.name, "function")
         function = m.Function(project_id=row.id, **body.model_dump())
         db.add(function)
         db.flush()
@@ -354,7 +315,7 @@ def update_function(
 ) -> Changed[FunctionPublic]:
     with db.begin():
         workspace = workspace_for(db, ctx.user, org, ws, Access.MANAGE, lock=True)
-        function = function_in(db, project_in(db, workspace, project), name)
+        function = child_in(db, m.Function, project_in(db, workspace, project), name, "function")
         for field, value in body.model_dump(exclude_unset=True).items():
             if value is None and field not in ("port", "concurrency"):
                 raise Invalid(field, f"{field} cannot be null")
@@ -372,7 +333,7 @@ def delete_function(
 ) -> Changed[FunctionPublic]:
     with db.begin():
         workspace = workspace_for(db, ctx.user, org, ws, Access.MANAGE, lock=True)
-        function = function_in(db, project_in(db, workspace, project), name)
+        function = child_in(db, m.Function, project_in(db, workspace, project), name, "function")
         public = FunctionPublic.model_validate(function)
         change = change_for(db, ctx, workspace, "function.delete", f"{org}/{ws}/{project}/{name}")
         db.delete(function)

@@ -148,6 +148,13 @@ def groups_of(db: Session, ws: m.Workspace) -> dict[str, m.Group]:
     return {g.name: g for g in db.scalars(select(m.Group).where(m.Group.workspace_id == ws.id))}
 
 
+def group_named(groups: dict[str, m.Group], name: str, where: str) -> m.Group:
+    group = groups.get(name)
+    if group is None:
+        raise NotFound(f"group {name!r} in {where}")
+    return group
+
+
 def group_public(db: Session, group: m.Group, by_id: dict[str, m.Group]) -> GroupPublic:
     members = db.scalars(
         select(m.User.email).join(m.GroupMember).where(m.GroupMember.group_id == group.id)
@@ -202,9 +209,7 @@ def update_group(
     with db.begin():
         workspace = workspace_for(db, ctx.user, org, ws, Access.MANAGE, lock=True)
         groups = groups_of(db, workspace)
-        group = groups.get(name)
-        if group is None:
-            raise NotFound(f"group {name!r} in {org}/{ws}")
+        group = group_named(groups, name, f"{org}/{ws}")
         if name in BUILT_IN_GROUPS:
             raise Invalid("parent", f"{name} is built in; its place in the tree is fixed")
         parent = groups.get(body.parent)
@@ -227,9 +232,7 @@ def delete_group(
     with db.begin():
         workspace = workspace_for(db, ctx.user, org, ws, Access.MANAGE, lock=True)
         groups = groups_of(db, workspace)
-        group = groups.get(name)
-        if group is None:
-            raise NotFound(f"group {name!r} in {org}/{ws}")
+        group = group_named(groups, name, f"{org}/{ws}")
         if name in BUILT_IN_GROUPS:
             raise Invalid("name", f"{name} is built in and cannot be deleted")
         public = group_public(db, group, {g.id: g for g in groups.values()})
@@ -246,9 +249,7 @@ def add_group_member(
     with db.begin():
         workspace = workspace_for(db, ctx.user, org, ws, Access.MANAGE, lock=True)
         groups = groups_of(db, workspace)
-        group = groups.get(name)
-        if group is None:
-            raise NotFound(f"group {name!r} in {org}/{ws}")
+        group = group_named(groups, name, f"{org}/{ws}")
         member = user_by_email(db, body.email)
         if db.get(m.GroupMember, {"group_id": group.id, "user_id": member.id}):
             raise Invalid("email", f"{body.email} is already in {name}")
@@ -269,9 +270,7 @@ def remove_group_member(
     with db.begin():
         workspace = workspace_for(db, ctx.user, org, ws, Access.MANAGE, lock=True)
         groups = groups_of(db, workspace)
-        group = groups.get(name)
-        if group is None:
-            raise NotFound(f"group {name!r} in {org}/{ws}")
+        group = group_named(groups, name, f"{org}/{ws}")
         row = db.scalars(
             select(m.GroupMember)
             .join(m.User)
