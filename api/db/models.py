@@ -102,6 +102,7 @@ class Workspace(Timestamps, Base):
     name: Mapped[str] = mapped_column(String(63))
     plan_id: Mapped[str] = mapped_column(ForeignKey("plans.id"))
     state: Mapped[str] = mapped_column(String(20), default="provisioning")
+    state_reason: Mapped[str | None] = mapped_column(Text)
     plan: Mapped[Plan] = relationship()
     organization: Mapped[Organization] = relationship()
 
@@ -136,6 +137,8 @@ class Project(Timestamps, Base):
     name: Mapped[str] = mapped_column(String(63))
     quota: Mapped[dict[str, str]] = mapped_column(Json, default=dict)
     limit_range: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
+    state: Mapped[str] = mapped_column(String(20), default="provisioning")
+    state_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class ProjectRole(Timestamps, Base):
@@ -225,3 +228,23 @@ class Change(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     committed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Set by the status watcher: when Flux applied (or failed to apply) a revision carrying it.
+    settled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    raw_status: Mapped[str | None] = mapped_column(Text)  # Flux's own words, beside `reason`
+
+
+class StateEvent(Base):
+    """The history of states: one row per real transition of a workspace, project or change."""
+
+    __tablename__ = "state_events"
+    __table_args__ = (Index("ix_state_events_entity", "entity", "entity_id", "id"),)
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    entity: Mapped[str] = mapped_column(String(20))  # workspace | project | change
+    entity_id: Mapped[str] = mapped_column(String(40))
+    state: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str | None] = mapped_column(Text)
+    raw: Mapped[str | None] = mapped_column(Text)
+    # When Flux made the transition (a condition's lastTransitionTime), if it said.
+    observed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
