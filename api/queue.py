@@ -87,10 +87,12 @@ class Queue:
         )
 
     async def publish_event(
-        self, change_id: int, organization_id: str, body: dict[str, Any]
+        self, change_id: int | None, organization_id: str, body: dict[str, Any]
     ) -> None:
+        """A state change, on the organization's subject and, for a change, on its own."""
         data = json.dumps(body, default=str).encode()
-        await self.nc.publish(self.subjects.change_event(change_id), data)
+        if change_id:
+            await self.nc.publish(self.subjects.change_event(change_id), data)
         await self.nc.publish(self.subjects.org_events(organization_id), data)
 
     async def subscribe_change_events(

@@ -199,6 +199,8 @@ class TenantRepoStore(Protocol):
         self, org_id: str, change_ids: Iterable[str], *, depth: int = 100
     ) -> set[str]: ...
 
+    def contains(self, org_id: str, revision: str, commit: str) -> bool: ...
+
     def head(self, org_id: str) -> str: ...
 
     def read_file(self, org_id: str, path: PathLike, *, rev: str | None = None) -> bytes | None: ...
@@ -775,6 +777,17 @@ class GitStore:
             raise PushError(f"push of {org_id} to {url} rejected: {callbacks.rejected}")
 
     # ----------------------------------------------------------------- reads
+
+    def contains(self, org_id: str, revision: str, commit: str) -> bool:
+        """Whether `revision` carries `commit` (is it or descends from it). False when either is
+        not in the repository (Flux reports a revision this store never wrote)."""
+        if revision == commit:
+            return True
+        repo = self._open(org_id)
+        try:
+            return bool(repo.descendant_of(pygit2.Oid(hex=revision), pygit2.Oid(hex=commit)))
+        except (ValueError, KeyError, pygit2.GitError):
+            return False
 
     def head(self, org_id: str) -> str:
         return str(self._head_commit(self._open(org_id)).id)

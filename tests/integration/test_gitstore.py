@@ -727,3 +727,14 @@ def test_commit_rendered_notices_an_external_edit_of_a_managed_file(tmp_path: Pa
     )
     assert restored.committed and restored.written == (managed,)
     assert store.read_file(org, managed) == rendered[managed]
+
+
+def test_contains_answers_by_ancestry(tmp_path: Path) -> None:
+    store = GitStore(tmp_path, durability="none")
+    store.create("org-anc", {PurePosixPath("README.md"): b"hi\n"}, author=ALICE, subject="init")
+    first = store.commit("org-anc", writes={"host/a.yaml": b"a\n"}, author=ALICE, subject="a").sha
+    second = store.commit("org-anc", writes={"host/b.yaml": b"b\n"}, author=ALICE, subject="b").sha
+    assert store.contains("org-anc", second, first)  # a later commit carries the earlier one
+    assert store.contains("org-anc", first, first)
+    assert not store.contains("org-anc", first, second)
+    assert not store.contains("org-anc", "f" * 40, first)  # unknown to this repository
