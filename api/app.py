@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request, Response
 from api.db.session import make_engine, make_sessionmaker
 from api.queue import Queue
 from api.relay import Relay
-from api.routes import changes, me, organizations, projects, workspaces
+from api.routes import changes, events, me, organizations, projects, workspaces
 from api.settings import Settings
 
 REQUEST_ID = "x-request-id"
@@ -61,6 +61,6 @@ def create_app(settings: Settings) -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    for module in (me, organizations, workspaces, projects, changes):
+    for module in (me, organizations, workspaces, projects, changes, events):
         app.include_router(module.router)
     return app

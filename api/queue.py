@@ -95,6 +95,15 @@ class Queue:
             await self.nc.publish(self.subjects.change_event(change_id), data)
         await self.nc.publish(self.subjects.org_events(organization_id), data)
 
+    async def subscribe_org_events(
+        self, organization_id: str, handler: Callable[[dict[str, Any]], Awaitable[None]]
+    ) -> Callable[[], Awaitable[None]]:
+        async def on_msg(msg: Msg) -> None:
+            await handler(json.loads(msg.data))
+
+        sub = await self.nc.subscribe(self.subjects.org_events(organization_id), cb=on_msg)
+        return sub.unsubscribe
+
     async def subscribe_change_events(
         self, change_id: int, handler: Callable[[dict[str, Any]], Awaitable[None]]
     ) -> Callable[[], Awaitable[None]]:

@@ -21,7 +21,7 @@ from api.schemas import ChangePublic
 router = APIRouter(prefix="/api/v1", tags=["changes"])
 
 
-def _load(db: Session, user: m.User, change_id: int) -> m.Change:
+def load_change(db: Session, user: m.User, change_id: int) -> m.Change:
     db.rollback()  # a fresh snapshot on every read
     change = db.get(m.Change, change_id, populate_existing=True)
     if change is None or not (
@@ -39,7 +39,7 @@ async def get_change(
     user: CurrentUser,
     wait: float = Query(0, ge=0, le=60, description="seconds to wait while the change is pending"),
 ) -> ChangePublic:
-    change = await run_in_threadpool(_load, db, user, change_id)
+    change = await run_in_threadpool(load_change, db, user, change_id)
     if change.state != "pending" or wait == 0:
         return change_public(change)
     settled = asyncio.Event()
@@ -50,11 +50,11 @@ async def get_change(
     unsubscribe = await request.app.state.queue.subscribe_change_events(change_id, on_event)
     try:
         # Read again after subscribing: the worker may have finished in between.
-        change = await run_in_threadpool(_load, db, user, change_id)
+        change = await run_in_threadpool(load_change, db, user, change_id)
         if change.state == "pending":
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(settled.wait(), timeout=wait)
-            change = await run_in_threadpool(_load, db, user, change_id)
+            change = await run_in_threadpool(load_change, db, user, change_id)
     finally:
         await unsubscribe()
     return change_public(change)

@@ -1,0 +1,126 @@
+"""Server-sent events through NATS: a change's stream starts with its current state and
+follows it; an organization's stream carries transitions in the order they were published,
+and a change stream ends at a final state."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import threading
+import time
+from typing import Any
+
+import httpx
+
+from api.localstack import Stack
+from api.queue import Queue
+
+
+def read_events(
+    client: httpx.Client, path: str, out: queue.Queue[dict[str, Any]], stop: threading.Event
+) -> None:
+    """Parse `event: state` lines into `out`; put {"closed": True} when the server ends the
+    stream. A connection closed under it after `stop` is the test's own doing."""
+    try:
+        with client.stream("GET", path, timeout=30) as response:
+            assert response.status_code == 200, response.read()
+            assert response.headers["content-type"].startswith("text/event-stream")
+            event = ""
+            for line in response.iter_lines():
+                if line.startswith("event: "):
+                    event = line[len("event: ") :]
+                elif line.startswith("data: ") and event == "state":
+                    out.put(json.loads(line[len("data: ") :]))
+                if stop.is_set():
+                    return
+    except httpx.TransportError:
+        if stop.is_set():
+            return
+        raise
+    out.put({"closed": True})
+
+
+def publish(stack: Stack, change_id: int | None, org_id: str, bodies: list[dict[str, Any]]) -> None:
+    async def run() -> None:
+        q = await Queue.connect(
+            stack.settings.nats_url,
+            stream=stack.settings.stream_name,
+            prefix=stack.settings.subject_prefix,
+        )
+        for body in bodies:
+            await q.publish_event(change_id, org_id, body)
+        await q.close()
+
+    asyncio.run(run())
+
+
+def test_change_stream_starts_with_current_state_and_follows_it(stack: Stack) -> None:
+    with stack.client(stack.token("ivy@example.com")) as client:
+        org = client.post("/api/v1/organizations", json={"name": "initech"}).json()
+        change = org["change"]
+        stack.wait_change(client, change)
+        # Stop the worker so the next change stays pending while the stream opens.
+        for proc in stack.workers:
+            proc.terminate()
+            proc.wait(15)
+        r = client.post(
+            "/api/v1/organizations/initech/workspaces", json={"name": "dev", "plan": "starter"}
+        )
+        change = r.json()["change"]
+        events: queue.Queue[dict[str, Any]] = queue.Queue()
+        stop = threading.Event()
+        reader = threading.Thread(
+            target=read_events, args=(client, f"{change['link']}/events", events, stop), daemon=True
+        )
+        reader.start()
+        first = events.get(timeout=10)
+        assert (first["id"], first["state"]) == (str(change["id"]), "pending")
+        stack.start_worker()
+        second = events.get(timeout=30)
+        assert second["state"] == "committed" and second["commit_sha"]
+        # The watcher's verdict ends the stream.
+        publish(
+            stack,
+            change["id"],
+            org["resource"]["id"],
+            [{"entity": "change", "id": str(change["id"]), "state": "applied"}],
+        )
+        assert events.get(timeout=10)["state"] == "applied"
+        assert events.get(timeout=10) == {"closed": True}
+        stop.set()
+        reader.join(10)
+
+
+def test_organization_stream_delivers_transitions_in_order(stack: Stack) -> None:
+    with stack.client(stack.token("jo@example.com")) as client:
+        org = client.post("/api/v1/organizations", json={"name": "hooli"}).json()["resource"]
+        events: queue.Queue[dict[str, Any]] = queue.Queue()
+        stop = threading.Event()
+        reader = threading.Thread(
+            target=read_events,
+            args=(client, "/api/v1/organizations/hooli/events", events, stop),
+            daemon=True,
+        )
+        reader.start()
+        time.sleep(0.5)  # let the stream subscribe
+        states = ["provisioning", "degraded", "ready", "deleting"]
+        publish(
+            stack,
+            None,
+            org["id"],
+            [{"entity": "workspace", "id": "w1", "state": s} for s in states],
+        )
+        got = [events.get(timeout=10) for _ in states]
+        # The worker's own "committed" event for the organization may come first; skip it.
+        got = [e for e in got if e.get("entity") == "workspace"]
+        while len(got) < len(states):
+            e = events.get(timeout=10)
+            if e.get("entity") == "workspace":
+                got.append(e)
+        assert [e["state"] for e in got] == states
+        stop.set()
+        client.close()
+        reader.join(10)
+    with stack.client(stack.token("stranger2@example.com")) as other:
+        assert other.get("/api/v1/organizations/hooli/events").status_code == 404
