@@ -166,6 +166,14 @@ Then:
         (data / RUNTIME_FILE).unlink(missing_ok=True)
 
 
+def cmd_changes_watch(args: argparse.Namespace) -> None:
+    from api.follow import watch
+
+    if not args.token:
+        sys.exit("hexabase: give --token or set HEXABASE_TOKEN (see `hexabase token create`)")
+    sys.exit(watch(args.api, args.token, args.change_id))
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     parser = argparse.ArgumentParser(
@@ -186,6 +194,17 @@ def main(argv: list[str] | None = None) -> None:
     create.add_argument("--name", default="", help="the person's display name")
     create.add_argument("--token-name", default="cli")
     create.set_defaults(func=cmd_token)
+    changes = sub.add_parser("changes", help="follow changes")
+    changes_sub = changes.add_subparsers(dest="changes_command", required=True)
+    follow = changes_sub.add_parser(
+        "watch", help="follow a change until it is applied (exit 0) or failed (exit 1)"
+    )
+    follow.add_argument("change_id", type=int)
+    follow.add_argument(
+        "--api", default=os.environ.get("HEXABASE_API_URL", "http://127.0.0.1:8000")
+    )
+    follow.add_argument("--token", default=os.environ.get("HEXABASE_TOKEN", ""))
+    follow.set_defaults(func=cmd_changes_watch)
     args = parser.parse_args(argv)
     args.func(args)
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import queue
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -124,3 +126,56 @@ def test_organization_stream_delivers_transitions_in_order(stack: Stack) -> None
         reader.join(10)
     with stack.client(stack.token("stranger2@example.com")) as other:
         assert other.get("/api/v1/organizations/hooli/events").status_code == 404
+
+
+def test_cli_watch_follows_a_change_and_exits_by_its_outcome(stack: Stack) -> None:
+    token = stack.token("kim@example.com")
+    with stack.client(token) as client:
+        created = client.post("/api/v1/organizations", json={"name": "umbrella"}).json()
+        org_id = created["resource"]["id"]
+        first = stack.wait_change(client, created["change"])
+        second = client.post(
+            "/api/v1/organizations/umbrella/workspaces", json={"name": "dev", "plan": "starter"}
+        ).json()["change"]
+        stack.wait_change(client, second)
+    outcomes = {first["id"]: ("applied", None), second["id"]: ("failed", "The cluster refused it.")}
+    for change_id, (state, reason) in outcomes.items():
+        watcher = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "api.cli",
+                "changes",
+                "watch",
+                str(change_id),
+                "--api",
+                stack.base_url,
+                "--token",
+                token,
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(1.5)  # subscribed and printed the current state
+        publish(
+            stack,
+            change_id,
+            org_id,
+            [
+                {
+                    "entity": "change",
+                    "id": str(change_id),
+                    "state": state,
+                    "reason": reason,
+                    "raw": "ReconciliationFailed: x is invalid" if reason else None,
+                }
+            ],
+        )
+        out, _ = watcher.communicate(timeout=30)
+        assert watcher.returncode == (0 if state == "applied" else 1), out
+        lines = out.splitlines()
+        assert "committed as" in out and lines[-1 if state == "applied" else -2].endswith(
+            state if state == "applied" else f"{state}: {reason}"
+        ), out
+        if reason:
+            assert "Flux said: ReconciliationFailed: x is invalid" in out
