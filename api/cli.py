@@ -101,6 +101,41 @@ async def run_worker(settings: Settings) -> None:
         engine.dispose()
 
 
+def cmd_watcher(_: argparse.Namespace) -> None:
+    asyncio.run(run_watcher(runtime_settings()))
+
+
+async def run_watcher(settings: Settings) -> None:
+    """The status watcher, with NATS for live events; stands by while another one leads."""
+    from api.db.session import make_engine, make_sessionmaker
+    from api.kube import FluxApi
+    from api.queue import Queue
+    from api.watcher import StatusWatcher, nats_publisher, run_as_leader
+    from reconciler.gitstore import GitStore
+
+    if not settings.kubeconfig:
+        sys.exit("hexabase watcher: set HEXABASE_KUBECONFIG to the host cluster's kubeconfig")
+    engine = make_engine(settings.database_url)
+    queue = await Queue.connect(
+        settings.nats_url, stream=settings.stream_name, prefix=settings.subject_prefix
+    )
+    loop = asyncio.get_running_loop()
+    watcher = StatusWatcher(
+        api=FluxApi(settings.kubeconfig),
+        sessions=make_sessionmaker(engine),
+        store=GitStore(settings.repos_path, durability="none"),  # reads only
+        publish=nats_publisher(loop, queue),
+    )
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, watcher.stopping.set)
+    try:
+        await asyncio.to_thread(run_as_leader, watcher)
+    finally:
+        watcher.api.close()
+        await queue.close()
+        engine.dispose()
+
+
 def cmd_up(args: argparse.Namespace) -> None:
     """Everything on embedded defaults, in the foreground, until Ctrl-C."""
     from api.db.migrate import upgrade
@@ -139,6 +174,10 @@ def cmd_up(args: argparse.Namespace) -> None:
         subprocess.Popen([sys.executable, "-m", "api.cli", "worker"], env=env)
         for _ in range(args.workers)
     ]
+    if settings.kubeconfig:
+        workers.append(subprocess.Popen([sys.executable, "-m", "api.cli", "watcher"], env=env))
+    else:
+        print("hexabase: status watcher off (set HEXABASE_KUBECONFIG to follow a cluster)")
     url = f"http://{settings.host}:{settings.port}"
     print(
         f"""
@@ -186,6 +225,9 @@ def main(argv: list[str] | None = None) -> None:
     up.set_defaults(func=cmd_up)
     sub.add_parser("api", help="serve the HTTP API").set_defaults(func=cmd_api)
     sub.add_parser("worker", help="run a worker").set_defaults(func=cmd_worker)
+    sub.add_parser(
+        "watcher", help="run the status watcher (needs HEXABASE_KUBECONFIG)"
+    ).set_defaults(func=cmd_watcher)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
     token = sub.add_parser("token", help="personal API tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True)
