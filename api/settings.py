@@ -41,11 +41,36 @@ class Settings(BaseSettings):
     git_durability: Literal["syncfs", "fsync", "none"] = "syncfs"
     # Seconds before JetStream redelivers a change a worker took but never acknowledged.
     ack_wait: float = 30.0
+    # The host cluster whose Flux objects the status watcher follows. Empty: no watcher.
+    kubeconfig: str = ""
+    # How Flux reaches the repositories (tenant repo = <git_base_url>/<organization id>.git).
+    # Empty: no platform repository is rendered (Hexabase only writes tenant repositories, and
+    # the platform's GitRepositories are someone else's business). Set it to have Hexabase keep
+    # the platform repository (id `platform`, beside the tenant repositories) up to date.
+    git_base_url: str = Field(
+        default="", pattern=r"^(https?://[A-Za-z0-9.:-]+(/[A-Za-z0-9._~/-]*)?)?$"
+    )
+    # The notification-controller's webhook receiver, e.g. http://127.0.0.1:9292 (Flux's
+    # webhook-receiver Service). Empty: no notification; Flux polls (see POLL_INTERVAL).
+    receiver_base_url: str = ""
+    # The token of every Receiver (Secret `receiver-token`, key `token`, in <org>--system).
+    receiver_token: str = ""
+    # Seconds a notification may take; it is best effort and never fails a change.
+    receiver_timeout: float = 2.0
 
     @model_validator(mode="after")
     def _no_default_secret_in_production(self) -> Settings:
         if self.environment == "production" and self.secret_key == DEV_SECRET:
             raise ValueError("HEXABASE_SECRET_KEY must be set to a real secret in production")
+        return self
+
+    @model_validator(mode="after")
+    def _receiver_needs_a_token(self) -> Settings:
+        if self.receiver_base_url and len(self.receiver_token) < 16:
+            raise ValueError(
+                "HEXABASE_RECEIVER_TOKEN must be set (at least 16 characters) when "
+                "HEXABASE_RECEIVER_BASE_URL is: it signs every notification"
+            )
         return self
 
     @property
