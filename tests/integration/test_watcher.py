@@ -1,0 +1,345 @@
+"""The status watcher against a real kube-apiserver with the Flux CRDs: Flux's status is
+written through the status subresource here (as the controllers would), so each mapping
+case is exact; the testbed's end-to-end tests run the real controllers.
+
+Covers: a workspace followed to `ready` and its changes to `applied`; a failed attempt
+marks the change `failed` with a readable reason and a later fix `applied`; transitions are
+recorded once, with history; the watcher killed during a burst finds every change in its
+final state after a restart; of two watchers only the leader acts, and the standby takes
+over when the leader stops."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import pytest
+from kubernetes import client as k8s
+from sqlalchemy import select
+
+from api.db import models as m
+from api.kube import FluxApi
+from api.localstack import Stack
+from api.testbed.cluster import HostCluster
+from api.watcher import StatusWatcher, run_as_leader
+from reconciler.gitstore import GitStore
+
+ORG, WS = "wayne", "dev"
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostCluster]:
+    cluster = HostCluster.start(tmp_path_factory.mktemp("host"))
+    try:
+        cluster.install_crds(
+            [n for n in ("source-controller", "kustomize-controller", "helm-controller")]
+        )
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+class Flux:
+    """Writes Flux objects and their status the way the controllers do."""
+
+    KINDS: ClassVar[dict[str, tuple[str, str, str]]] = {
+        "Kustomization": ("kustomize.toolkit.fluxcd.io", "v1", "kustomizations"),
+        "HelmRelease": ("helm.toolkit.fluxcd.io", "v2", "helmreleases"),
+        "GitRepository": ("source.toolkit.fluxcd.io", "v1", "gitrepositories"),
+    }
+
+    def __init__(self, host: HostCluster) -> None:
+        self.api = host.api_client()
+        self.core = k8s.CoreV1Api(self.api)
+        self.custom = k8s.CustomObjectsApi(self.api)
+
+    def namespace(self, name: str) -> None:
+        try:
+            self.core.create_namespace({"metadata": {"name": name}})
+        except k8s.ApiException as error:
+            if error.status != 409:
+                raise
+
+    def create(self, kind: str, namespace: str, name: str, spec: dict[str, Any]) -> None:
+        group, version, plural = self.KINDS[kind]
+        body = {
+            "apiVersion": f"{group}/{version}",
+            "kind": kind,
+            "metadata": {"name": name},
+            "spec": spec,
+        }
+        try:
+            self.custom.create_namespaced_custom_object(group, version, namespace, plural, body)
+        except k8s.ApiException as error:
+            if error.status != 409:
+                raise
+
+    def status(self, kind: str, namespace: str, name: str, **fields: Any) -> None:
+        group, version, plural = self.KINDS[kind]
+        current = self.custom.get_namespaced_custom_object(group, version, namespace, plural, name)
+        status = {"observedGeneration": current["metadata"]["generation"], **fields}
+        self.custom.patch_namespaced_custom_object_status(
+            group, version, namespace, plural, name, {"status": status}
+        )
+
+
+def ready(revision: str, *, at: str = "2026-12-04T10:00:00Z") -> dict[str, Any]:
+    return {
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "True",
+                "reason": "ReconciliationSucceeded",
+                "message": f"Applied revision: main@sha1:{revision}",
+                "lastTransitionTime": at,
+            }
+        ],
+        "lastAppliedRevision": f"main@sha1:{revision}",
+        "lastAttemptedRevision": f"main@sha1:{revision}",
+    }
+
+
+def failed(applied: str, attempted: str, message: str) -> dict[str, Any]:
+    return {
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "False",
+                "reason": "ReconciliationFailed",
+                "message": message,
+                "lastTransitionTime": "2026-12-04T10:05:00Z",
+            }
+        ],
+        "lastAppliedRevision": f"main@sha1:{applied}",
+        "lastAttemptedRevision": f"main@sha1:{attempted}",
+    }
+
+
+KUSTOMIZATION_SPEC = {
+    "interval": "1m",
+    "path": "./",
+    "prune": True,
+    "sourceRef": {"kind": "GitRepository", "name": ORG},
+}
+HELMRELEASE_SPEC = {
+    "interval": "1m",
+    "chart": {
+        "spec": {"chart": "vcluster", "sourceRef": {"kind": "HelmRepository", "name": "vcluster"}}
+    },
+}
+
+
+DEPLOYED = {
+    "name": "vcluster",
+    "namespace": f"{ORG}--{WS}",
+    "version": 1,
+    "chartName": "vcluster",
+    "chartVersion": "0.36.1",
+    "configDigest": "sha256:" + "0" * 64,
+    "digest": "sha256:" + "1" * 64,
+    "firstDeployed": "2026-12-04T10:00:00Z",
+    "lastDeployed": "2026-12-04T10:00:00Z",
+    "status": "deployed",
+}
+
+
+def start_watcher(host: HostCluster, stack: Stack) -> tuple[StatusWatcher, threading.Thread]:
+    watcher = StatusWatcher(
+        api=FluxApi(str(host.kubeconfig)),
+        sessions=stack.sessions,
+        store=GitStore(stack.settings.repos_path, durability="none"),
+        watch_timeout=5,
+        recheck_every=0.3,
+    )
+    thread = threading.Thread(
+        target=run_as_leader, args=(watcher,), kwargs={"poll": 0.2}, daemon=True
+    )
+    thread.start()
+    return watcher, thread
+
+
+def stop_watcher(watcher: StatusWatcher, thread: threading.Thread) -> None:
+    watcher.stopping.set()
+    thread.join(20)
+    watcher.api.close()
+    assert not thread.is_alive()
+
+
+def change_state(stack: Stack, change_id: int) -> m.Change:
+    with stack.sessions() as s:
+        return s.get_one(m.Change, change_id)
+
+
+def wait_for(predicate: Any, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.1)
+
+
+def test_workspace_to_ready_change_failed_then_fixed_with_history(
+    host: HostCluster, stack: Stack
+) -> None:
+    flux = Flux(host)
+    with stack.client(stack.token("bruce@example.com")) as client:
+        org = client.post("/api/v1/organizations", json={"name": ORG}).json()["resource"]
+        ws_change = stack.wait_change(
+            client,
+            client.post(
+                f"/api/v1/organizations/{ORG}/workspaces", json={"name": WS, "plan": "starter"}
+            ).json()["change"],
+        )
+        system, namespace = f"{ORG}--system", f"{ORG}--{WS}"
+        for ns in (system, namespace):
+            flux.namespace(ns)
+        flux.create("Kustomization", system, "host", KUSTOMIZATION_SPEC)
+        flux.create("Kustomization", namespace, "hexabase.workspace", KUSTOMIZATION_SPEC)
+        flux.create("HelmRelease", namespace, "vcluster", HELMRELEASE_SPEC)
+        watcher, thread = start_watcher(host, stack)
+        try:
+            sha = ws_change["commit_sha"]
+            flux.status("Kustomization", system, "host", **ready(sha))
+            flux.status(
+                "HelmRelease",
+                namespace,
+                "vcluster",
+                conditions=[
+                    {
+                        "type": "Ready",
+                        "status": "True",
+                        "reason": "InstallSucceeded",
+                        "message": "ok",
+                        "lastTransitionTime": "2026-12-04T10:00:00Z",
+                    }
+                ],
+                history=[DEPLOYED],
+            )
+            flux.status("Kustomization", namespace, "hexabase.workspace", **ready(sha))
+            wait_for(lambda: change_state(stack, ws_change["id"]).state == "applied")
+            with stack.sessions() as s:
+                ws = s.scalars(select(m.Workspace).where(m.Workspace.name == WS)).one()
+                assert ws.state == "ready"
+
+            # A project whose manifests the cluster refuses: its change fails, readably.
+            broken = stack.wait_change(
+                client,
+                client.post(
+                    f"/api/v1/organizations/{ORG}/workspaces/{WS}/projects", json={"name": "web"}
+                ).json()["change"],
+            )
+            flux.status("Kustomization", system, "host", **ready(broken["commit_sha"]))
+            flux.status(
+                "Kustomization",
+                namespace,
+                "hexabase.workspace",
+                **failed(
+                    sha,
+                    broken["commit_sha"],
+                    'ResourceQuota/web/quota dry-run failed (Invalid): ResourceQuota "quota" '
+                    "is invalid: spec.hard[pods]: Invalid value",
+                ),
+            )
+            wait_for(lambda: change_state(stack, broken["id"]).state == "failed")
+            row = change_state(stack, broken["id"])
+            assert row.reason and "refused ResourceQuota/web" in row.reason
+            assert row.raw_status and "spec.hard[pods]" in row.raw_status
+            wait_for(lambda: stack.sessions().get_one(m.Workspace, ws.id).state == "degraded")
+
+            # The fix: a later commit is applied, so the failed change's content is live.
+            fix = stack.wait_change(
+                client,
+                client.patch(
+                    f"/api/v1/organizations/{ORG}/workspaces/{WS}/projects/web",
+                    json={"quota": {"pods": "5"}},
+                ).json()["change"],
+            )
+            flux.status("Kustomization", system, "host", **ready(fix["commit_sha"]))
+            flux.status(
+                "Kustomization", namespace, "hexabase.workspace", **ready(fix["commit_sha"])
+            )
+            wait_for(lambda: change_state(stack, fix["id"]).state == "applied")
+            wait_for(lambda: change_state(stack, broken["id"]).state == "applied")
+            wait_for(lambda: stack.sessions().get_one(m.Workspace, ws.id).state == "ready")
+        finally:
+            stop_watcher(watcher, thread)
+        with stack.sessions() as s:
+            events = s.scalars(
+                select(m.StateEvent)
+                .where(m.StateEvent.entity == "change", m.StateEvent.entity_id == str(broken["id"]))
+                .order_by(m.StateEvent.id)
+            ).all()
+            assert [e.state for e in events] == ["failed", "applied"]  # once each, in order
+            ws_events = s.scalars(
+                select(m.StateEvent.state)
+                .where(m.StateEvent.entity == "workspace")
+                .order_by(m.StateEvent.id)
+            ).all()
+            assert list(ws_events) == ["ready", "degraded", "ready"]
+        assert org["id"]
+
+
+def test_watcher_restarted_after_a_burst_finds_every_change_final(
+    host: HostCluster, stack: Stack
+) -> None:
+    flux = Flux(host)
+    org_name, system, namespace = "stark", "stark--system", "stark--dev"
+    with stack.client(stack.token("tony@example.com")) as client:
+        client.post("/api/v1/organizations", json={"name": org_name})
+        first = stack.wait_change(
+            client,
+            client.post(
+                f"/api/v1/organizations/{org_name}/workspaces",
+                json={"name": "dev", "plan": "starter"},
+            ).json()["change"],
+        )
+        for ns in (system, namespace):
+            flux.namespace(ns)
+        flux.create("Kustomization", system, "host", KUSTOMIZATION_SPEC)
+        flux.create("Kustomization", namespace, "hexabase.workspace", KUSTOMIZATION_SPEC)
+        watcher, thread = start_watcher(host, stack)
+        flux.status("Kustomization", system, "host", **ready(first["commit_sha"]))
+        flux.status("Kustomization", namespace, "hexabase.workspace", **ready(first["commit_sha"]))
+        wait_for(lambda: change_state(stack, first["id"]).state == "applied")
+        stop_watcher(watcher, thread)  # killed mid-burst: everything below happens without it
+        burst = [
+            client.post(
+                f"/api/v1/organizations/{org_name}/workspaces/dev/projects", json={"name": f"p{i}"}
+            ).json()["change"]
+            for i in range(8)
+        ]
+        burst = [stack.wait_change(client, c) for c in burst]
+        last = burst[-1]["commit_sha"]
+        flux.status("Kustomization", system, "host", **ready(last))
+        flux.status("Kustomization", namespace, "hexabase.workspace", **ready(last))
+        assert all(change_state(stack, c["id"]).state == "committed" for c in burst)
+        watcher, thread = start_watcher(host, stack)
+        try:
+            wait_for(lambda: all(change_state(stack, c["id"]).state == "applied" for c in burst))
+        finally:
+            stop_watcher(watcher, thread)
+
+
+def test_only_the_leader_acts_and_the_standby_takes_over(host: HostCluster, stack: Stack) -> None:
+    flux = Flux(host)
+    org_name, system = "oscorp", "oscorp--system"
+    with stack.client(stack.token("norman@example.com")) as client:
+        first = stack.wait_change(
+            client, client.post("/api/v1/organizations", json={"name": org_name}).json()["change"]
+        )
+        flux.namespace(system)
+        flux.create("Kustomization", system, "host", KUSTOMIZATION_SPEC)
+        leader, leader_thread = start_watcher(host, stack)
+        time.sleep(1.0)
+        standby, standby_thread = start_watcher(host, stack)
+        time.sleep(1.0)
+        assert leader.synced and not standby.synced  # the standby has not even listed
+        stop_watcher(leader, leader_thread)
+        flux.status("Kustomization", system, "host", **ready(first["commit_sha"]))
+        try:
+            wait_for(lambda: change_state(stack, first["id"]).state == "applied")
+            assert standby.synced
+        finally:
+            stop_watcher(standby, standby_thread)
