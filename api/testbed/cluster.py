@@ -14,6 +14,7 @@ Namespace that Flux prunes inside a workspace would stay Terminating forever.
 from __future__ import annotations
 
 import base64
+import socket
 import ssl
 import sys
 import threading
@@ -326,9 +327,13 @@ class HostCluster:
                 raise ValueError(f"workspace API server {name!r} is already running")
         wdir = self.workdir / "workspaces" / name
         wdir.mkdir(parents=True, exist_ok=True)
-        ca = CertificateAuthority.generate(f"workspace-{name}-ca")
-        sa_keys = ServiceAccountKeys.generate()
+        # Like a restarted vCluster pod, a restarted workspace API server keeps its CA, its
+        # service-account key (tokens stored in its etcd stay valid) and, if free, its port.
+        ca = CertificateAuthority.load_or_generate(wdir / "pki", f"workspace-{name}-ca")
+        sa_keys = ServiceAccountKeys.load_or_generate(wdir / "pki")
         admin = ca.issue_admin()
+        port_file = wdir / "port"
+        previous_port = int(port_file.read_text()) if port_file.is_file() else None
         prefix = f"/workspaces/{name}"
         log(f"starting workspace API server {name!r} (etcd prefix {prefix})")
         apiserver, url = _start_apiserver(
@@ -342,7 +347,9 @@ class HostCluster:
             etcd_prefix=prefix,
             extra_args=tuple(extra_args),
             log_dir=self.workdir,
+            port=previous_port,
         )
+        port_file.write_text(url.rsplit(":", 1)[1])
         kcm: ManagedProcess | None = None
         workspace = WorkspaceApiServer(
             name=name,
@@ -439,6 +446,7 @@ def _start_apiserver(
     etcd_prefix: str,
     extra_args: tuple[str, ...],
     log_dir: Path | None = None,
+    port: int | None = None,
 ) -> tuple[ManagedProcess, str]:
     pki_dir = workdir / "pki"
     pki_dir.mkdir(parents=True, exist_ok=True)
@@ -446,7 +454,8 @@ def _start_apiserver(
     serving = ca.issue_serving("kube-apiserver", ip_addresses=[SERVICE_CLUSTER_IP])
     cert, key = serving.write(pki_dir, "apiserver")
     sa_private, sa_public = sa_keys.write(pki_dir)
-    (port,) = free_ports(1)
+    if port is None or not _port_is_free(port):
+        (port,) = free_ports(1)
     url = f"https://127.0.0.1:{port}"
     # envtest's flag set (controller-runtime pkg/internal/testing/controlplane), plus RBAC.
     args: list[str | Path] = [
@@ -473,6 +482,16 @@ def _start_apiserver(
     ctx = _ssl_context(ca.cert_pem, admin, pki_dir)
     proc.wait_for_http(f"{url}/readyz", timeout=90, verify=ctx)
     return proc, url
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Go's listeners do
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _start_controller_manager(

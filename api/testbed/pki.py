@@ -76,6 +76,16 @@ class CertificateAuthority:
     key_pem: bytes
 
     @classmethod
+    def load_or_generate(cls, directory: Path, common_name: str) -> CertificateAuthority:
+        """The CA stored in ``directory`` (ca.crt, ca.key), or a new one written there."""
+        cert, key = directory / "ca.crt", directory / "ca.key"
+        if cert.is_file() and key.is_file():
+            return cls(cert.read_bytes(), key.read_bytes())
+        ca = cls.generate(common_name)
+        CertKey(ca.cert_pem, ca.key_pem).write(directory, "ca")
+        return ca
+
+    @classmethod
     def generate(cls, common_name: str = "hexabase-testbed-ca") -> CertificateAuthority:
         key = _new_key()
         now = datetime.datetime.now(datetime.UTC)
@@ -182,6 +192,16 @@ class ServiceAccountKeys:
 
     private_pem: bytes
     public_pem: bytes
+
+    @classmethod
+    def load_or_generate(cls, directory: Path, stem: str = "sa") -> ServiceAccountKeys:
+        """The pair stored in ``directory``, or a new one written there."""
+        private, public = directory / f"{stem}.key", directory / f"{stem}.pub"
+        if private.is_file() and public.is_file():
+            return cls(private.read_bytes(), public.read_bytes())
+        keys = cls.generate()
+        keys.write(directory, stem)
+        return keys
 
     @classmethod
     def generate(cls) -> ServiceAccountKeys:

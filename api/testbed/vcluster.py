@@ -175,8 +175,10 @@ class VClusterStandIn:
         self._wake.set()
         for w in list(self._watches):
             w.stop()  # type: ignore[no-untyped-call]
-        for thread in self._threads:
-            thread.join(15)
+        # The worker may be starting an API server: wait for it. A watch thread blocks in
+        # its read until the server ends the watch (<= 10 s); it is a daemon and only ever
+        # wakes the worker, so it is not waited for.
+        self._threads[0].join(120)
         with self._lock:
             refs = list(self.workspaces)
             self.workspaces.clear()
@@ -194,7 +196,7 @@ class VClusterStandIn:
                     self._watches.append(w)
                     try:
                         for _event in w.stream(  # type: ignore[no-untyped-call]
-                            list_fn(api), timeout_seconds=30, **kw
+                            list_fn(api), timeout_seconds=10, **kw
                         ):
                             self._wake.set()
                             if self._stopping.is_set():

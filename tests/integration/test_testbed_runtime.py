@@ -377,7 +377,7 @@ def test_deleted_namespace_is_finalized_by_the_controller_manager(api: k8s.ApiCl
         try:
             core.read_namespace("short-lived")
         except ApiException as exc:
-            return exc.status == 404
+            return bool(exc.status == 404)
         return False
 
     wait_for(gone, timeout=60, what="Namespace short-lived to be finalized")
@@ -408,7 +408,7 @@ def test_flux_applies_a_commit_and_prunes_what_a_later_commit_removes(
         try:
             core.read_namespaced_config_map("tenant-config", "default")
         except ApiException as exc:
-            return exc.status == 404
+            return bool(exc.status == 404)
         return False
 
     wait_for(pruned, timeout=60, what=f"revision {sha[:8]} applied and the ConfigMap pruned")
@@ -603,7 +603,78 @@ def test_kustomization_with_kubeconfig_secret_applies_into_the_workspace(
     rss = host.rss_bytes() + flux.rss_bytes()
     FIGURES["testbed_rss_mib"] = rss / 2**20
     note(f"test bed RSS (host, one workspace API server, Flux): {rss / 2**20:.0f} MiB")
+    for proc in [*host.processes(), *flux.processes.values()]:
+        note(f"  {proc.name}: {proc.rss_bytes() / 2**20:.0f} MiB")
+    # Deleting a pruning Kustomization deletes what it applied; the workspace's own
+    # kube-controller-manager finalizes the Namespace.
     objects.delete(KUSTOMIZATION, WS_NAMESPACE, "hexabase.workspace")
+    with api_client_from_kubeconfig(workspace_release.kubeconfig) as client:
+        core = k8s.CoreV1Api(client)
+
+        def namespace_gone() -> bool:
+            try:
+                core.read_namespace("web")
+            except ApiException as exc:
+                return bool(exc.status == 404)
+            return False
+
+        wait_for(namespace_gone, timeout=60, what="Namespace web pruned in the workspace")
+
+
+def test_changed_values_restart_the_workspace_apiserver_with_the_new_flags(
+    api: k8s.ApiClient,
+    objects: Objects,
+    standin: VClusterStandIn,
+    workspace_release: WorkspaceRelease,
+) -> None:
+    before = standin.workspace(WS_NAMESPACE, "vcluster")
+    assert before is not None
+    with api_client_from_kubeconfig(workspace_release.kubeconfig) as client:
+        k8s.CoreV1Api(client).create_namespaced_config_map(
+            "default", as_body(configmap("survives-restart", "default", a="b"))
+        )
+    added = "--oidc-required-claim=hd=acme.example"
+    patch = {
+        "spec": {
+            "values": {
+                "controlPlane": {
+                    "distro": {"k8s": {"apiServer": {"extraArgs": [*OIDC_ARGS, added]}}}
+                }
+            }
+        }
+    }
+    objects.custom.patch_namespaced_custom_object(
+        HELM_RELEASE.group,
+        HELM_RELEASE.version,
+        WS_NAMESPACE,
+        HELM_RELEASE.plural,
+        "vcluster",
+        as_body(patch),
+    )
+
+    def upgraded() -> dict[str, Any] | None:
+        hr = objects.get(HELM_RELEASE, WS_NAMESPACE, "vcluster")
+        status = hr.get("status") or {}
+        done = (
+            is_ready(hr)
+            and status.get("observedGeneration") == hr["metadata"]["generation"]
+            and status["history"][0]["version"] == 2
+        )
+        return hr if done else None
+
+    wait_for(upgraded, timeout=120, what="helm-controller to upgrade the release (version 2)")
+    after = standin.workspace(WS_NAMESPACE, "vcluster")
+    assert after is not None and after is not before and after.running
+    assert not before.running
+    assert added in after.extra_args
+    # A restarted vCluster keeps its certificates: the exported kubeconfig still works.
+    secret = k8s.CoreV1Api(api).read_namespaced_secret("vc-vcluster", WS_NAMESPACE)
+    assert secret.data is not None
+    kubeconfig = base64.b64decode(secret.data["config"])
+    for config in (workspace_release.kubeconfig, kubeconfig):
+        with api_client_from_kubeconfig(config) as client:
+            cm = k8s.CoreV1Api(client).read_namespaced_config_map("survives-restart", "default")
+            assert cm.data == {"a": "b"}
 
 
 def test_flux_receiver_endpoint_listens(flux: FluxControllers) -> None:
