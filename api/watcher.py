@@ -151,8 +151,10 @@ class StatusWatcher:
             thread.start()
         while not self.stopping.wait(0.5):
             pass
+        # A thread blocked in a watch wakes at its timeout; they are daemons, so a process
+        # that is stopping does not wait for them beyond a moment.
         for thread in threads:
-            thread.join(timeout=self.watch_timeout + 5)
+            thread.join(timeout=1.0)
 
 
 def run_as_leader(
