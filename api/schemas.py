@@ -110,7 +110,7 @@ class PlanPublic(Public):
 
 
 class WorkspaceCreate(Body):
-    name: s.TenantName
+    name: s.WorkspaceName
     plan: s.Label
 
 

@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 
 from api.db import outbox
 from api.db.outbox import PendingChange
+from api.db.platform import read_platform_spec
 from api.db.session import Sessions
 from api.failpoints import failpoint
+from api.notify import HttpNotifier, Notifier
 from api.queue import ChangeMessage, Queue
 from api.settings import Settings
 from reconciler.gitstore import (
@@ -30,6 +32,9 @@ from reconciler.gitstore import (
     RepositoryExistsError,
     TenantRepoStore,
 )
+from reconciler.platform import PLATFORM_REPO_ID, render_platform, tenant_receiver
+from reconciler.platform import is_managed as is_platform_managed
+from reconciler.platform import skeleton_files as platform_skeleton_files
 from reconciler.render import is_managed, render, skeleton_files
 from reconciler.spec import TenantSpec
 
@@ -52,6 +57,10 @@ class Outcome:
     recovered: list[int] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)
     sha: str | None = None
+    organization_name: str | None = None
+    moved: bool = False  # main has a new commit (made now, or found after a crash)
+    platform_sha: str | None = None  # the platform repository's new commit, if any
+    notified: bool = False
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
 
 
@@ -76,7 +85,11 @@ def commit_body(changes: Sequence[PendingChange]) -> str:
 
 
 class Committer:
-    """The synchronous core of the worker: database + renderer + Git store."""
+    """The synchronous core of the worker: database + renderer + Git store.
+
+    With `git_base_url` set it also keeps the platform repository (every organization's Flux
+    source and namespaces) up to date; with a `notifier`, it tells the organization's Flux
+    Receiver about each new commit."""
 
     def __init__(
         self,
@@ -86,16 +99,32 @@ class Committer:
         issuer_url: str,
         vcluster_chart_version: str,
         renderer: Callable[[TenantSpec], dict[object, bytes]] | None = None,
+        git_base_url: str = "",
+        notifier: Notifier | None = None,
     ) -> None:
         self.sessions = sessions
         self.store = store
         self.issuer_url = issuer_url
         self.vcluster_chart_version = vcluster_chart_version
         self.render = renderer or render
+        self.git_base_url = git_base_url
+        self.notifier = notifier
 
     def commit_organization(self, organization_id: str) -> Outcome:
         with outbox.organization_lock(self.sessions, organization_id):
-            return self._commit_locked(organization_id)
+            outcome = self._commit_locked(organization_id)
+        # Outside the lock: a slow receiver never holds up the organization's next commit.
+        if self.notifier is not None and outcome.moved and outcome.organization_name:
+            assert outcome.sha is not None
+            mark = time.perf_counter()
+            outcome.notified = self.notifier.repository_moved(
+                tenant_receiver(outcome.organization_name),
+                repository=organization_id,
+                revision=outcome.sha,
+                change_ids=outcome.committed + outcome.recovered,
+            )
+            outcome.timings["notify"] = time.perf_counter() - mark
+        return outcome
 
     def _commit_locked(self, organization_id: str) -> Outcome:
         outcome = Outcome()
@@ -109,6 +138,7 @@ class Committer:
         outcome.timings["snapshot"] = time.perf_counter() - started
         if not pending or spec is None:
             return outcome
+        outcome.organization_name = spec.organization.name
         author = Person(pending[0].actor_name or pending[0].actor_email, pending[0].actor_email)
         if not self.store.exists(organization_id):
             with contextlib.suppress(RepositoryExistsError):  # created meanwhile: fine
@@ -120,55 +150,113 @@ class Committer:
                 )
         # Crash recovery: changes whose commit landed before the database heard of it.
         already = self.store.committed_change_ids(organization_id, [str(c.id) for c in pending])
-        if already:
-            sha = self._sha_carrying(organization_id, already)
-            outbox.mark(self.sessions, [int(i) for i in already], "committed", sha=sha)
-            outcome.recovered = sorted(int(i) for i in already)
+        recovered = [c for c in pending if str(c.id) in already]
         todo = [c for c in pending if str(c.id) not in already]
-        if not todo:
-            return outcome
-        try:
-            mark = time.perf_counter()
-            rendered = self.render(spec)
-            outcome.timings["render"] = time.perf_counter() - mark
-        except ValueError as error:  # the spec cannot be rendered: retrying will not help
-            reason = f"could not render the organization's manifests: {error}"
-            outbox.mark(self.sessions, [c.id for c in todo], "failed", reason=reason)
+        result: CommitResult | None = None
+        failed_reason = ""
+        if todo:
+            try:
+                mark = time.perf_counter()
+                rendered = self.render(spec)
+                outcome.timings["render"] = time.perf_counter() - mark
+            except ValueError as error:  # the spec cannot be rendered: retrying will not help
+                failed_reason = f"could not render the organization's manifests: {error}"
+            else:
+                failpoint("before-git-commit")  # rendered, nothing written anywhere yet
+                mark = time.perf_counter()
+                result = self.store.commit_rendered(
+                    organization_id,
+                    rendered,  # type: ignore[arg-type]
+                    is_managed=is_managed,
+                    author=Person(todo[0].actor_name or todo[0].actor_email, todo[0].actor_email),
+                    subject=commit_subject(todo),
+                    changes=[trailer(c) for c in todo],
+                    body=commit_body(todo),
+                )
+                outcome.timings["git"] = time.perf_counter() - mark
+                failpoint("after-git-commit")  # the commit is in Git, the database does not know
+        # The platform repository lists every organization and its workspace namespaces. It is
+        # brought up to date before any change is marked, so a crash in between leaves the
+        # change pending, and its redelivery re-renders the platform (a no-op if it landed).
+        settled = recovered + (todo if result is not None else [])
+        if settled:
+            self._commit_platform(settled, outcome)
+        mark = time.perf_counter()
+        if recovered:
+            sha = self._sha_carrying(organization_id, already)
+            outbox.mark(self.sessions, [c.id for c in recovered], "committed", sha=sha)
+            outcome.recovered = sorted(c.id for c in recovered)
+            outcome.moved = True
+            outcome.sha = self.store.head(organization_id)
+        if failed_reason:
+            outbox.mark(self.sessions, [c.id for c in todo], "failed", reason=failed_reason)
             outcome.failed = [c.id for c in todo]
-            return outcome
-        failpoint("before-git-commit")  # rendered, nothing written anywhere yet
-        mark = time.perf_counter()
-        result: CommitResult = self.store.commit_rendered(
-            organization_id,
-            rendered,  # type: ignore[arg-type]
-            is_managed=is_managed,
-            author=Person(todo[0].actor_name or todo[0].actor_email, todo[0].actor_email),
-            subject=commit_subject(todo),
-            changes=[trailer(c) for c in todo],
-            body=commit_body(todo),
-        )
-        outcome.timings["git"] = time.perf_counter() - mark
-        failpoint("after-git-commit")  # the commit is in Git, the database does not know yet
-        mark = time.perf_counter()
-        outbox.mark(
-            self.sessions,
-            [c.id for c in todo],
-            "committed",
-            sha=result.sha,
-            reason=None if result.committed else NO_OP_REASON,
-        )
+        if result is not None:
+            outbox.mark(
+                self.sessions,
+                [c.id for c in todo],
+                "committed",
+                sha=result.sha,
+                reason=None if result.committed else NO_OP_REASON,
+            )
+            outcome.committed = [c.id for c in todo]
+            outcome.sha = result.sha
+            outcome.moved = outcome.moved or result.committed
         outcome.timings["database"] = time.perf_counter() - mark
-        outcome.committed = [c.id for c in todo]
-        outcome.sha = result.sha
-        log.info(
-            "organization %s: %d change(s) %s in %.1f ms (%s)",
-            organization_id,
-            len(todo),
-            f"committed as {result.sha[:12]}" if result.committed else "left the tree unchanged",
-            (time.perf_counter() - started) * 1000,
-            ", ".join(f"{k} {v * 1000:.1f}" for k, v in outcome.timings.items()),
-        )
+        if result is not None:
+            log.info(
+                "organization %s: %d change(s) %s in %.1f ms (%s)",
+                organization_id,
+                len(todo),
+                f"committed as {result.sha[:12]}"
+                if result.committed
+                else "left the tree unchanged",
+                (time.perf_counter() - started) * 1000,
+                ", ".join(f"{k} {v * 1000:.1f}" for k, v in outcome.timings.items()),
+            )
         return outcome
+
+    def _commit_platform(self, changes: Sequence[PendingChange], outcome: Outcome) -> None:
+        """Render the platform repository from the database and commit it, under a lock of its
+        own (taken inside an organization's lock, never the other way round)."""
+        if not self.git_base_url:
+            return
+        mark = time.perf_counter()
+        ids = ", ".join(str(c.id) for c in changes)
+        with outbox.organization_lock(self.sessions, PLATFORM_REPO_ID):
+            try:
+                rendered = render_platform(
+                    read_platform_spec(self.sessions, git_base_url=self.git_base_url)
+                )
+            except ValueError as error:  # bad rows (say, a name from before a rule): never
+                # block the tenants' changes on it; the platform repository stays as it was.
+                log.error(
+                    "change(s) %s: the platform repository cannot be rendered and is left as "
+                    "it is: %s",
+                    ids,
+                    error,
+                )
+                return
+            author = Person(changes[0].actor_name or changes[0].actor_email, changes[0].actor_email)
+            if not self.store.exists(PLATFORM_REPO_ID):
+                with contextlib.suppress(RepositoryExistsError):
+                    self.store.create(
+                        PLATFORM_REPO_ID,
+                        platform_skeleton_files(),
+                        author=author,
+                        subject="Create platform repository",
+                    )
+            result = self.store.commit_rendered(
+                PLATFORM_REPO_ID,
+                rendered,
+                is_managed=is_platform_managed,
+                author=author,
+                subject=commit_subject(changes),
+                changes=[trailer(c) for c in changes],
+                body=commit_body(changes),
+            )
+        outcome.platform_sha = result.sha if result.committed else None
+        outcome.timings["platform"] = time.perf_counter() - mark
 
     def _sha_carrying(self, organization_id: str, change_ids: set[str]) -> dict[str, str]:
         shas: dict[str, str] = {}
@@ -213,7 +301,7 @@ class Worker:
             await self.queue.publish_event(
                 change_id,
                 message.organization_id,
-                {"change_id": change_id, "state": state, "commit_sha": sha},
+                {"entity": "change", "id": str(change_id), "state": state, "commit_sha": sha},
             )
         return True
 
@@ -253,9 +341,18 @@ def committer_from_settings(settings: Settings, sessions: Sessions) -> Committer
         push_url=settings.push_url_template or None,
         durability=settings.git_durability,
     )
+    notifier = (
+        HttpNotifier(
+            settings.receiver_base_url, settings.receiver_token, timeout=settings.receiver_timeout
+        )
+        if settings.receiver_base_url
+        else None
+    )
     return Committer(
         sessions,
         store,
         issuer_url=settings.issuer_url,
         vcluster_chart_version=settings.vcluster_chart_version,
+        git_base_url=settings.git_base_url,
+        notifier=notifier,
     )

@@ -61,6 +61,20 @@ def is_tenant_name(value: str) -> bool:
     return len(value) <= TENANT_NAME_MAX and "--" not in value and is_dns1123_label(value)
 
 
+# `<org>--system` is the organization's own Flux namespace (its GitRepository, Kustomization,
+# ServiceAccount and Receiver, from the platform repository), so no workspace may take the
+# name: its host namespace would be that very namespace.
+RESERVED_WORKSPACE_NAMES = frozenset({"system"})
+WORKSPACE_NAME_RULE = (
+    TENANT_NAME_RULE + "; 'system' is reserved (<organization>--system is the organization's "
+    "Flux namespace)"
+)
+
+
+def is_workspace_name(value: str) -> bool:
+    return is_tenant_name(value) and value not in RESERVED_WORKSPACE_NAMES
+
+
 def is_group_name(value: str) -> bool:
     return bool(GROUP_NAME.fullmatch(value))
 

@@ -43,7 +43,15 @@ MANAGED_GLOBS = ("host/**", "workspaces/**")
 UNMANAGED_GLOBS = ("workspaces/*/projects/*/apps/**",)
 
 # Names shared with the platform repository and the status watcher.
-FLUX_NAMESPACE = "flux-system"  # where the org's GitRepository (named after the org) lives
+# Every tenant host namespace contains "--" (organization and workspace names cannot), so none
+# can equal a system namespace. The organization's own Flux objects (its GitRepository, named
+# after the organization, the `host` Kustomization, ServiceAccount and Receiver) live in
+# `<org>--system`, rendered by the platform repository; the workspace name "system" is refused.
+SYSTEM_WORKSPACE = "system"
+# The ServiceAccount Flux impersonates for a tenant, in `<org>--system` (the org's `host`
+# Kustomization) and in every `<org>--<ws>` (the vCluster HelmRelease); the platform repository
+# creates it and binds it to the ClusterRole `hexabase:tenant-host` in the org's namespaces only.
+TENANT_SERVICE_ACCOUNT = "flux"
 VCLUSTER_RELEASE = "vcluster"  # HelmRelease and Helm release name in every host namespace
 VCLUSTER_CHART_URL = "https://charts.loft.sh"
 HELM_REPOSITORY = "loft"
@@ -204,8 +212,23 @@ def _manifest_uncached(path: str, template: str, context: Mapping[str, Any]) -> 
 
 
 def host_namespace(organization: OrganizationSpec, workspace: WorkspaceSpec) -> str:
+    return workspace_namespace(organization.name, workspace.name)
+
+
+def workspace_namespace(organization_name: str, workspace_name: str) -> str:
     # "--" appears in neither name (names.is_tenant_name), so this never collides.
-    return f"{organization.name}--{workspace.name}"
+    return f"{organization_name}--{workspace_name}"
+
+
+def flux_namespace(organization: OrganizationSpec) -> str:
+    """`<org>--system`: the organization's GitRepository, Kustomization, SA and Receiver."""
+    return workspace_namespace(organization.name, SYSTEM_WORKSPACE)
+
+
+def reads_nodes(plan: PlanSpec) -> bool:
+    """Dedicated-node plans: the vCluster syncs the host's nodes, which needs cluster-wide read
+    rights that a tenant may not grant itself; the platform repository binds them instead."""
+    return bool(plan.node_selector or plan.tolerations)
 
 
 def kubeconfig_secret() -> str:
@@ -265,6 +288,8 @@ def _render_host_workspace(out: _Files, spec: TenantSpec, workspace: WorkspaceSp
         namespace=namespace,
         labels=labels,
         release=VCLUSTER_RELEASE,
+        service_account=TENANT_SERVICE_ACCOUNT,
+        reads_nodes=reads_nodes(plan),
         helm_repository=HELM_REPOSITORY,
         chart_url=VCLUSTER_CHART_URL,
         chart_version=spec.vcluster_chart_version,
@@ -291,7 +316,7 @@ def _render_host_workspace(out: _Files, spec: TenantSpec, workspace: WorkspaceSp
         workspace_kustomization=WORKSPACE_KUSTOMIZATION,
         workspace_path=f"./workspaces/{workspace.name}",
         git_repository=org.name,
-        flux_namespace=FLUX_NAMESPACE,
+        flux_namespace=flux_namespace(org),
         kubeconfig_secret=kubeconfig_secret(),
     )
     # One file per project, so a new project renders one new file here (and the list in the
@@ -308,7 +333,7 @@ def _render_host_workspace(out: _Files, spec: TenantSpec, workspace: WorkspaceSp
             apps_entrypoint_path=f"./workspaces/{workspace.name}/{APPS_ENTRYPOINT}",
             workspace_kustomization=WORKSPACE_KUSTOMIZATION,
             git_repository=org.name,
-            flux_namespace=FLUX_NAMESPACE,
+            flux_namespace=flux_namespace(org),
             kubeconfig_secret=kubeconfig_secret(),
         )
 

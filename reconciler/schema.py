@@ -57,7 +57,8 @@ def _fields(*names: str) -> frozenset[str]:
     return frozenset(names)
 
 
-# Field names from the v1/v2 API references of Flux 2.7, Knative Serving 1.x, Kyverno 1.17.
+# Field names from the v1/v2 API references of Flux 2.7 (GitRepository, Receiver: the CRDs of
+# Flux 2.9), Knative Serving 1.x, Kyverno 1.17.
 _CUSTOM_KINDS: dict[tuple[str, str], _CustomKind] = {
     ("helm.toolkit.fluxcd.io/v2", "HelmRelease"): _CustomKind(
         namespaced=True,
@@ -137,6 +138,40 @@ _CUSTOM_KINDS: dict[tuple[str, str], _CustomKind] = {
             "wait",
         ),
         nested_required={"sourceRef": _fields("kind", "name")},
+    ),
+    ("source.toolkit.fluxcd.io/v1", "GitRepository"): _CustomKind(
+        namespaced=True,
+        spec_required=_fields("interval", "url"),
+        spec_fields=_fields(
+            "ignore",
+            "include",
+            "interval",
+            "provider",
+            "proxySecretRef",
+            "recurseSubmodules",
+            "ref",
+            "secretRef",
+            "serviceAccountName",
+            "sparseCheckout",
+            "suspend",
+            "timeout",
+            "url",
+            "verify",
+        ),
+    ),
+    ("notification.toolkit.fluxcd.io/v1", "Receiver"): _CustomKind(
+        namespaced=True,
+        spec_required=_fields("resources", "type"),
+        spec_fields=_fields(
+            "events",
+            "interval",
+            "oidcProviders",
+            "resourceFilter",
+            "resources",
+            "secretRef",
+            "suspend",
+            "type",
+        ),
     ),
     ("serving.knative.dev/v1", "Service"): _CustomKind(
         namespaced=True,

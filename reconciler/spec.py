@@ -25,6 +25,10 @@ def _tenant(v: str) -> str:
     return names.check(v, names.is_tenant_name(v), names.TENANT_NAME_RULE)
 
 
+def _workspace(v: str) -> str:
+    return names.check(v, names.is_workspace_name(v), names.WORKSPACE_NAME_RULE)
+
+
 def _group(v: str) -> str:
     return names.check(v, names.is_group_name(v), names.GROUP_NAME_RULE)
 
@@ -47,7 +51,8 @@ def _env_name(v: str) -> str:
 
 Label = Annotated[str, AfterValidator(_label)]
 ServiceName = Annotated[str, AfterValidator(_service)]  # Knative Services: DNS-1035
-TenantName = Annotated[str, AfterValidator(_tenant)]  # organizations and workspaces
+TenantName = Annotated[str, AfterValidator(_tenant)]  # organizations
+WorkspaceName = Annotated[str, AfterValidator(_workspace)]  # a tenant name, never "system"
 GroupName = Annotated[str, AfterValidator(_group)]
 Quantity = Annotated[str, AfterValidator(_quantity)]
 Image = Annotated[str, AfterValidator(_image)]
@@ -235,7 +240,7 @@ class ProjectSpec(Frozen):
 class WorkspaceSpec(Frozen):
     """A Workspace: one vCluster on the host, in host namespace `<org>--<workspace>`."""
 
-    name: TenantName
+    name: WorkspaceName
     id: str = Field(pattern=r"^[a-z0-9-]{1,40}$")  # the OIDC client id of its API server
     plan: PlanSpec
     groups: tuple[GroupSpec, ...] = ()
@@ -258,3 +263,33 @@ class TenantSpec(Frozen):
     ]
     vcluster_chart_version: str = Field(default="0.36.1", pattern=r"^[0-9]+\.[0-9]+\.[0-9]+$")
     workspaces: tuple[WorkspaceSpec, ...] = ()
+
+
+# --- the platform repository -------------------------------------------------------------
+
+
+class PlatformWorkspaceSpec(Frozen):
+    """What the platform repository needs of a Workspace: its host namespace's name, and
+    whether its vCluster reads the host's nodes (dedicated-node plans)."""
+
+    name: WorkspaceName
+    reads_nodes: bool = False
+
+
+class PlatformOrganizationSpec(Frozen):
+    id: str = Field(pattern=r"^[a-z0-9-]{1,40}$")  # its tenant repository is <id>.git
+    name: TenantName
+    workspaces: tuple[PlatformWorkspaceSpec, ...] = ()
+
+
+def _git_base_url(v: str) -> str:
+    names.check(v, names.is_https_url(v), names.URL_RULE)
+    return v.rstrip("/")
+
+
+class PlatformSpec(Frozen):
+    """The platform repository's only input: every Organization and its Workspaces."""
+
+    # How Flux reaches the tenant repositories: <git_base_url>/<organization id>.git
+    git_base_url: Annotated[str, AfterValidator(_git_base_url)]
+    organizations: tuple[PlatformOrganizationSpec, ...] = ()

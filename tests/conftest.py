@@ -60,6 +60,8 @@ def settings_env(database_url: str, nats_server: EmbeddedNats, tmp_path: Path) -
         "HEXABASE_STREAM_NAME": f"T{suffix.upper()}",
         "HEXABASE_SUBJECT_PREFIX": f"t{suffix}",
         "HEXABASE_ISSUER_URL": "https://hexabase.test",
+        # Every test stack keeps the platform repository too (crash and race tests included).
+        "HEXABASE_GIT_BASE_URL": "http://git.hexabase.test/repos",
     }
 
 

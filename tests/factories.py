@@ -11,6 +11,9 @@ from reconciler.spec import (
     LimitRangeSpec,
     OrganizationSpec,
     PlanSpec,
+    PlatformOrganizationSpec,
+    PlatformSpec,
+    PlatformWorkspaceSpec,
     PolicyRule,
     ProjectRoleBindingSpec,
     ProjectRoleSpec,
@@ -135,3 +138,23 @@ def small_org() -> TenantSpec:
             workspace("prod", plan=dedicated_plan(), projects=(project("web"),)),
         )
     )
+
+
+def platform(**overrides: Any) -> PlatformSpec:
+    """Two organizations: acme with a standard and a dedicated-node workspace, and an empty one."""
+    fields: dict[str, Any] = {
+        "git_base_url": "http://git.hexabase.test/repos",
+        "organizations": (
+            PlatformOrganizationSpec(
+                id="0c6f1e2a-1d7b-4d8e-9a53-5b2f8f0e4a11",
+                name="acme",
+                workspaces=(
+                    PlatformWorkspaceSpec(name="dev"),
+                    PlatformWorkspaceSpec(name="prod", reads_nodes=True),
+                ),
+            ),
+            PlatformOrganizationSpec(id="7d1c0b9e-3f24-4c1a-8e6d-2a9b7c5d3e20", name="globex"),
+        ),
+    }
+    fields.update(overrides)
+    return PlatformSpec(**fields)

@@ -167,7 +167,7 @@ def test_host_layout_names_are_consistent() -> None:
     assert workspace_ks["spec"]["path"] == "./workspaces/dev"
     assert workspace_ks["spec"]["prune"] is True
     assert workspace_ks["spec"]["sourceRef"] == {
-        "kind": "GitRepository", "name": "acme", "namespace": "flux-system"
+        "kind": "GitRepository", "name": "acme", "namespace": "acme--system"
     }  # fmt: skip
     secret = workspace_ks["spec"]["kubeConfig"]["secretRef"]
     assert secret == {"name": f"vc-{release['metadata']['name']}", "key": "config"}
