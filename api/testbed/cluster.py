@@ -9,6 +9,18 @@ the StatefulSet controller, so that the vCluster stand-in owns StatefulSet statu
 Each workspace API server gets a small kube-controller-manager of its own (namespace,
 garbage-collector, service-account and ClusterRole-aggregation controllers): without it a
 Namespace that Flux prunes inside a workspace would stay Terminating forever.
+
+Together with the other test bed modules::
+
+    host = HostCluster.start(workdir / "cluster")
+    host.install_crds()                                   # Flux, Knative Serving, Kyverno
+    flux = FluxControllers.start(workdir / "flux", host.kubeconfig)
+    git = GitHttpServer.start(repos_dir)                  # <git.url>/<org>.git
+    charts = ChartRepository.start(workdir / "charts")    # HelmRepository url: charts.url
+    standin = VClusterStandIn.start(host)                 # vCluster HelmRelease -> API server
+    ...
+    for part in (standin, charts, git, flux, host):
+        part.stop()
 """
 
 from __future__ import annotations
@@ -20,6 +32,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +67,7 @@ HOST_CONTROLLERS: tuple[str, ...] = (
     "-node-route-controller",
     "-service-lb-controller",
 )
+_YAML_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 SERVICE_CLUSTER_IP = "10.0.0.1"
 
@@ -284,15 +298,17 @@ class HostCluster:
 
         Returns the CRD names.
         """
-        names: list[str] = []
+        docs: list[dict[str, Any]] = []
+        for source in sources:
+            for path in tools.crd_files(source):
+                # The C loader: the Kyverno CRDs alone are megabytes of YAML.
+                for doc in yaml.load_all(path.read_text(), Loader=_YAML_LOADER):
+                    if doc and doc.get("kind") == "CustomResourceDefinition":
+                        docs.append(doc)
         with self.api_client() as api:
             ext = k8s.ApiextensionsV1Api(api)
-            for source in sources:
-                for path in tools.crd_files(source):
-                    for doc in yaml.safe_load_all(path.read_text()):
-                        if not doc or doc.get("kind") != "CustomResourceDefinition":
-                            continue
-                        names.append(_create_or_replace_crd(ext, doc))
+            with ThreadPoolExecutor(4) as pool:
+                names = list(pool.map(lambda doc: _create_or_replace_crd(ext, doc), docs))
             log(f"created {len(names)} CRDs; waiting until Established")
             deadline = time.monotonic() + timeout
             pending = set(names)
