@@ -495,8 +495,12 @@ def _start_apiserver(
         *extra_args,
     ]
     proc = ManagedProcess.start(name, args, workdir=log_dir or workdir)
-    ctx = _ssl_context(ca.cert_pem, admin, pki_dir)
-    proc.wait_for_http(f"{url}/readyz", timeout=90, verify=ctx)
+    try:
+        ctx = _ssl_context(ca.cert_pem, admin, pki_dir)
+        proc.wait_for_http(f"{url}/readyz", timeout=90, verify=ctx)
+    except BaseException:
+        proc.stop()
+        raise
     return proc, url
 
 
@@ -543,5 +547,9 @@ def _start_controller_manager(
         ],
         workdir=log_dir or workdir,
     )
-    proc.wait_for_http(f"https://127.0.0.1:{port}/healthz", timeout=60, verify=False)
+    try:
+        proc.wait_for_http(f"https://127.0.0.1:{port}/healthz", timeout=60, verify=False)
+    except BaseException:
+        proc.stop()
+        raise
     return proc

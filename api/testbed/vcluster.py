@@ -131,6 +131,8 @@ class VClusterStandIn:
     _threads: list[threading.Thread] = field(default_factory=list, repr=False)
     _watches: list[k8s_watch.Watch] = field(default_factory=list, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    #: Per release: (failures so far, monotonic time before which not to retry).
+    _backoff: dict[ReleaseRef, tuple[int, float]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def start(cls, host: HostCluster, *, resync: float = 5.0) -> VClusterStandIn:
@@ -270,7 +272,24 @@ class VClusterStandIn:
             if statefulset is None:
                 continue  # not installed (yet), or uninstalled
             live.add(ref)
-            self._reconcile_release(api, hr, ref, api.sanitize_for_serialization(statefulset))  # type: ignore[no-untyped-call]
+            failures, not_before = self._backoff.get(ref, (0, 0.0))
+            if time.monotonic() < not_before:
+                continue
+            try:
+                self._reconcile_release(
+                    api,
+                    hr,
+                    ref,
+                    api.sanitize_for_serialization(statefulset),  # type: ignore[no-untyped-call]
+                )
+            except Exception as exc:
+                # Like a crash-looping vCluster pod: the StatefulSet stays unready (so the
+                # HelmRelease's wait fails) and the start is retried with a growing delay.
+                delay = min(2.0**failures, 30.0)
+                self._backoff[ref] = (failures + 1, time.monotonic() + delay)
+                self._note(f"{ref.server_name}: {exc!r} (retry in {delay:.0f}s)")
+            else:
+                self._backoff.pop(ref, None)
         with self._lock:
             gone = [ref for ref in self.workspaces if ref not in live]
         for ref in gone:
@@ -290,6 +309,8 @@ class VClusterStandIn:
             current = self.workspaces.get(ref)
         if current is not None and (current.extra_args != args or not current.running):
             log(f"restarting workspace API server {ref.server_name}: arguments or process changed")
+            with self._lock:
+                self.workspaces.pop(ref, None)
             self.host.stop_workspace_apiserver(ref.server_name)
             current = None
         if current is None:

@@ -677,6 +677,61 @@ def test_changed_values_restart_the_workspace_apiserver_with_the_new_flags(
             assert cm.data == {"a": "b"}
 
 
+def test_a_workspace_apiserver_that_cannot_start_fails_the_helmrelease(
+    api: k8s.ApiClient,
+    objects: Objects,
+    standin: VClusterStandIn,
+    workspace_release: WorkspaceRelease,
+) -> None:
+    """Like a crash-looping vCluster pod: the StatefulSet never gets ready, so helm-controller's
+    wait times out and the HelmRelease reports the failure."""
+    namespace = "acme--broken"
+    k8s.CoreV1Api(api).create_namespace(as_body({"metadata": {"name": namespace}}))
+    loft = objects.get(HELM_REPOSITORY, WS_NAMESPACE, "loft")
+    objects.apply(
+        HELM_REPOSITORY,
+        namespace,
+        {"metadata": {"name": "loft", "namespace": namespace}, "spec": loft["spec"]},
+    )
+    objects.apply(
+        HELM_RELEASE,
+        namespace,
+        {
+            "metadata": {"name": "vcluster", "namespace": namespace},
+            "spec": {
+                "interval": "30m",
+                "chart": {
+                    "spec": {
+                        "chart": "vcluster",
+                        "version": VCLUSTER_CHART_VERSION,
+                        "sourceRef": {"kind": "HelmRepository", "name": "loft"},
+                    }
+                },
+                "install": {"timeout": "15s"},
+                "values": {
+                    "controlPlane": {
+                        "distro": {
+                            "k8s": {"enabled": True, "apiServer": {"extraArgs": ["--no-such-flag"]}}
+                        }
+                    }
+                },
+            },
+        },
+    )
+
+    def failed() -> Mapping[str, Any] | None:
+        hr = objects.get_or_none(HELM_RELEASE, namespace, "vcluster")
+        ready = condition(hr) if hr else None
+        return ready if ready and ready["status"] == "False" else None
+
+    ready = wait_for(failed, timeout=90, what="HelmRelease acme--broken/vcluster Ready=False")
+    note(f"failed vCluster: {ready['reason']}: {ready['message'][:160]}")
+    assert ready["reason"] == "InstallFailed"
+    assert standin.workspace(namespace, "vcluster") is None
+    assert any("--no-such-flag" in e or "acme--broken" in e for e in standin.errors)
+    objects.delete(HELM_RELEASE, namespace, "vcluster")
+
+
 def test_flux_receiver_endpoint_listens(flux: FluxControllers) -> None:
     # No Receiver object exists: the webhook server answers, but with 404.
     assert httpx.post(f"{flux.receiver_url}/hook/unknown", timeout=5).status_code == 404
