@@ -126,12 +126,6 @@ def api_client_from_kubeconfig(kubeconfig: bytes | Path) -> k8s.ApiClient:
     return client
 
 
-@dataclass
-class _ApiServerFiles:
-    serving: tuple[Path, Path]
-    admin: CertKey
-
-
 def _ssl_context(ca_pem: bytes, client: CertKey, directory: Path) -> ssl.SSLContext:
     ctx = ssl.create_default_context(cadata=ca_pem.decode())
     cert, key = client.write(directory, "readiness-client")
