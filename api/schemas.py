@@ -27,6 +27,14 @@ class Public(BaseModel):
 # -- changes ------------------------------------------------------------------------------
 
 
+class Step(BaseModel):
+    """One step of a change's lifecycle: pending, committed, then applied or failed."""
+
+    state: str
+    at: datetime
+    reason: str | None = None
+
+
 class ChangePublic(Public):
     id: int
     state: str
@@ -35,10 +43,13 @@ class ChangePublic(Public):
     actor: str
     request_id: str
     commit_sha: str | None
-    reason: str | None
+    reason: str | None  # why it failed, in one sentence (or why nothing was committed)
+    raw_status: str | None = None  # Flux's own words when it failed
     created_at: datetime
     committed_at: datetime | None
+    settled_at: datetime | None = None  # applied or failed
     link: str
+    history: list[Step] = []  # on GET /changes/{id}
 
 
 class Changed(BaseModel, Generic[T]):

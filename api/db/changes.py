@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.db import models as m
-from api.schemas import ChangePublic
+from api.schemas import ChangePublic, Step
 
 
 def record_change(
@@ -33,7 +34,7 @@ def record_change(
     return change
 
 
-def change_public(change: m.Change) -> ChangePublic:
+def change_public(change: m.Change, *, history: list[Step] | None = None) -> ChangePublic:
     return ChangePublic(
         id=change.id,
         state=change.state,
@@ -45,5 +46,23 @@ def change_public(change: m.Change) -> ChangePublic:
         reason=change.reason,
         created_at=change.created_at,
         committed_at=change.committed_at,
+        settled_at=change.settled_at,
+        raw_status=change.raw_status,
         link=f"/api/v1/changes/{change.id}",
+        history=history or [],
     )
+
+
+def lifecycle(session: Session, change: m.Change) -> list[Step]:
+    """pending and committed from the change row, then every transition the status watcher
+    recorded (applied, failed, and applied again after a fix)."""
+    steps = [Step(state="pending", at=change.created_at)]
+    if change.committed_at is not None:
+        steps.append(Step(state="committed", at=change.committed_at))
+    events = session.scalars(
+        select(m.StateEvent)
+        .where(m.StateEvent.entity == "change", m.StateEvent.entity_id == str(change.id))
+        .order_by(m.StateEvent.id)
+    )
+    steps.extend(Step(state=e.state, at=e.recorded_at, reason=e.reason) for e in events)
+    return steps

@@ -137,7 +137,8 @@ def mark(
                     state=state,
                     commit_sha=commit_sha,
                     reason=reason,
-                    committed_at=now,
+                    committed_at=now if state == "committed" else None,
+                    settled_at=None if state == "committed" else now,
                     attempts=m.Change.attempts + 1,
                 )
             )

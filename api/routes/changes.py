@@ -13,12 +13,17 @@ from sqlalchemy.orm import Session
 
 from api.db import models as m
 from api.db.access import is_org_user, organization_for
-from api.db.changes import change_public
+from api.db.changes import change_public, lifecycle
 from api.deps import CurrentUser, SessionDep
 from api.errors import NotFound
 from api.schemas import ChangePublic
 
 router = APIRouter(prefix="/api/v1", tags=["changes"])
+
+
+def change_with_lifecycle(db: Session, user: m.User, change_id: int) -> ChangePublic:
+    change = load_change(db, user, change_id)
+    return change_public(change, history=lifecycle(db, change))
 
 
 def load_change(db: Session, user: m.User, change_id: int) -> m.Change:
@@ -39,9 +44,9 @@ async def get_change(
     user: CurrentUser,
     wait: float = Query(0, ge=0, le=60, description="seconds to wait while the change is pending"),
 ) -> ChangePublic:
-    change = await run_in_threadpool(load_change, db, user, change_id)
+    change = await run_in_threadpool(change_with_lifecycle, db, user, change_id)
     if change.state != "pending" or wait == 0:
-        return change_public(change)
+        return change
     settled = asyncio.Event()
 
     async def on_event(_: dict[str, Any]) -> None:
@@ -50,14 +55,14 @@ async def get_change(
     unsubscribe = await request.app.state.queue.subscribe_change_events(change_id, on_event)
     try:
         # Read again after subscribing: the worker may have finished in between.
-        change = await run_in_threadpool(load_change, db, user, change_id)
+        change = await run_in_threadpool(change_with_lifecycle, db, user, change_id)
         if change.state == "pending":
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(settled.wait(), timeout=wait)
-            change = await run_in_threadpool(load_change, db, user, change_id)
+            change = await run_in_threadpool(change_with_lifecycle, db, user, change_id)
     finally:
         await unsubscribe()
-    return change_public(change)
+    return change
 
 
 @router.get("/organizations/{org}/changes")

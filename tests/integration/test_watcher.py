@@ -33,9 +33,7 @@ ORG, WS = "wayne", "dev"
 def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostCluster]:
     cluster = HostCluster.start(tmp_path_factory.mktemp("host"))
     try:
-        cluster.install_crds(
-            [n for n in ("source-controller", "kustomize-controller", "helm-controller")]
-        )
+        cluster.install_crds(["source-controller", "kustomize-controller", "helm-controller"])
         yield cluster
     finally:
         cluster.stop()
@@ -263,6 +261,15 @@ def test_workspace_to_ready_change_failed_then_fixed_with_history(
             wait_for(lambda: change_state(stack, fix["id"]).state == "applied")
             wait_for(lambda: change_state(stack, broken["id"]).state == "applied")
             wait_for(lambda: stack.sessions().get_one(m.Workspace, ws.id).state == "ready")
+            seen = client.get(f"/api/v1/changes/{broken['id']}").json()
+            assert [step["state"] for step in seen["history"]] == [
+                "pending",
+                "committed",
+                "failed",
+                "applied",
+            ]
+            assert "refused ResourceQuota/web" in seen["history"][2]["reason"]
+            assert seen["state"] == "applied" and seen["settled_at"]
         finally:
             stop_watcher(watcher, thread)
         with stack.sessions() as s:
