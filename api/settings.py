@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     committer_name: str = "Hexabase"
     committer_email: str = "hexabase@localhost"
     vcluster_chart_version: str = "0.36.1"
+    vcluster_chart_repository: str = "https://charts.loft.sh"
     # JetStream stream and subjects.
     stream_name: str = "HEXABASE_CHANGES"
     subject_prefix: str = "hexabase"

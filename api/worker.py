@@ -98,6 +98,7 @@ class Committer:
         *,
         issuer_url: str,
         vcluster_chart_version: str,
+        vcluster_chart_repository: str = "https://charts.loft.sh",
         renderer: Callable[[TenantSpec], dict[object, bytes]] | None = None,
         git_base_url: str = "",
         notifier: Notifier | None = None,
@@ -106,6 +107,7 @@ class Committer:
         self.store = store
         self.issuer_url = issuer_url
         self.vcluster_chart_version = vcluster_chart_version
+        self.vcluster_chart_repository = vcluster_chart_repository
         self.render = renderer or render
         self.git_base_url = git_base_url
         self.notifier = notifier
@@ -134,6 +136,7 @@ class Committer:
             organization_id,
             issuer_url=self.issuer_url,
             vcluster_chart_version=self.vcluster_chart_version,
+            vcluster_chart_repository=self.vcluster_chart_repository,
         )
         outcome.timings["snapshot"] = time.perf_counter() - started
         if not pending or spec is None:
@@ -353,6 +356,7 @@ def committer_from_settings(settings: Settings, sessions: Sessions) -> Committer
         store,
         issuer_url=settings.issuer_url,
         vcluster_chart_version=settings.vcluster_chart_version,
+        vcluster_chart_repository=settings.vcluster_chart_repository,
         git_base_url=settings.git_base_url,
         notifier=notifier,
     )

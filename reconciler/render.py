@@ -53,7 +53,6 @@ SYSTEM_WORKSPACE = "system"
 # creates it and binds it to the ClusterRole `hexabase:tenant-host` in the org's namespaces only.
 TENANT_SERVICE_ACCOUNT = "flux"
 VCLUSTER_RELEASE = "vcluster"  # HelmRelease and Helm release name in every host namespace
-VCLUSTER_CHART_URL = "https://charts.loft.sh"
 HELM_REPOSITORY = "loft"
 # A dot makes it a DNS subdomain but never a DNS label, so no project can take this name.
 WORKSPACE_KUSTOMIZATION = "hexabase.workspace"
@@ -291,7 +290,7 @@ def _render_host_workspace(out: _Files, spec: TenantSpec, workspace: WorkspaceSp
         service_account=TENANT_SERVICE_ACCOUNT,
         reads_nodes=reads_nodes(plan),
         helm_repository=HELM_REPOSITORY,
-        chart_url=VCLUSTER_CHART_URL,
+        chart_url=spec.vcluster_chart_repository,
         chart_version=spec.vcluster_chart_version,
         api_server_args=_api_server_args(spec.issuer_url, workspace.id),
         service_host=service_host,

@@ -262,6 +262,10 @@ class TenantSpec(Frozen):
         str, AfterValidator(lambda v: names.check(v, names.is_https_url(v), names.URL_RULE))
     ]
     vcluster_chart_version: str = Field(default="0.36.1", pattern=r"^[0-9]+\.[0-9]+\.[0-9]+$")
+    # The Helm repository serving the vCluster chart (a mirror, or the testbed's own).
+    vcluster_chart_repository: Annotated[
+        str, AfterValidator(lambda v: names.check(v, names.is_https_url(v), names.URL_RULE))
+    ] = "https://charts.loft.sh"
     workspaces: tuple[WorkspaceSpec, ...] = ()
 
 

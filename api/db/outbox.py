@@ -82,6 +82,7 @@ def snapshot(
     *,
     issuer_url: str,
     vcluster_chart_version: str,
+    vcluster_chart_repository: str = "https://charts.loft.sh",
 ) -> tuple[list[PendingChange], TenantSpec | None]:
     """Pending changes and the desired state, read in one REPEATABLE READ snapshot, so the
     state is exactly the one those changes produced. No spec when nothing is pending or the
@@ -111,6 +112,7 @@ def snapshot(
             organization_id,
             issuer_url=issuer_url,
             vcluster_chart_version=vcluster_chart_version,
+            vcluster_chart_repository=vcluster_chart_repository,
         )
         return pending, spec
 

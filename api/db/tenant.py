@@ -32,7 +32,12 @@ def _limit_range(data: dict[str, Any] | None) -> s.LimitRangeSpec | None:
 
 
 def load_tenant_spec(
-    session: Session, organization_id: str, *, issuer_url: str, vcluster_chart_version: str
+    session: Session,
+    organization_id: str,
+    *,
+    issuer_url: str,
+    vcluster_chart_version: str,
+    vcluster_chart_repository: str = "https://charts.loft.sh",
 ) -> s.TenantSpec:
     """The whole desired state of one organization, in a stable order (by name)."""
     org = session.get_one(m.Organization, organization_id)
@@ -141,6 +146,7 @@ def load_tenant_spec(
         organization=s.OrganizationSpec(id=org.id, name=org.name),
         issuer_url=issuer_url,
         vcluster_chart_version=vcluster_chart_version,
+        vcluster_chart_repository=vcluster_chart_repository,
         workspaces=tuple(
             s.WorkspaceSpec(
                 name=w.name,
