@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 from api.settings import Settings, get_settings
 
@@ -213,6 +214,18 @@ def cmd_changes_watch(args: argparse.Namespace) -> None:
     sys.exit(watch(args.api, args.token, args.change_id))
 
 
+def cmd_testbed(args: argparse.Namespace) -> None:
+    from api.testbed import testbed
+
+    workdir = Path(args.workdir) if args.workdir else get_settings().data_dir / "testbed"
+    if args.testbed_command == "up":
+        testbed.up(workdir, port=args.port)
+    elif testbed.down(workdir):
+        print(f"testbed in {workdir} stopped")
+    else:
+        print(f"no testbed running in {workdir}")
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     parser = argparse.ArgumentParser(
@@ -247,6 +260,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     follow.add_argument("--token", default=os.environ.get("HEXABASE_TOKEN", ""))
     follow.set_defaults(func=cmd_changes_watch)
+    bed = sub.add_parser(
+        "testbed", help="a real host API server, Flux and workspace API servers, with Hexabase"
+    )
+    bed_sub = bed.add_subparsers(dest="testbed_command", required=True)
+    bed_up = bed_sub.add_parser("up", help="start it all in the foreground (Ctrl-C stops it)")
+    bed_up.add_argument("--port", type=int, default=None, help="Hexabase API port")
+    bed_down = bed_sub.add_parser("down", help="stop the testbed started by `testbed up`")
+    for p in (bed_up, bed_down):
+        p.add_argument("--workdir", default="", help="default: <data dir>/testbed")
+        p.set_defaults(func=cmd_testbed)
     args = parser.parse_args(argv)
     args.func(args)
 

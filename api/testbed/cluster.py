@@ -31,7 +31,7 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -292,32 +292,7 @@ class HostCluster:
 
         Returns the CRD names.
         """
-        docs: list[dict[str, Any]] = []
-        for source in sources:
-            for path in tools.crd_files(source):
-                # The C loader: the Kyverno CRDs alone are megabytes of YAML.
-                for doc in yaml.load_all(path.read_text(), Loader=_YAML_LOADER):
-                    if doc and doc.get("kind") == "CustomResourceDefinition":
-                        docs.append(doc)
-        with self.api_client() as api:
-            ext = k8s.ApiextensionsV1Api(api)
-            with ThreadPoolExecutor(4) as pool:
-                names = list(pool.map(lambda doc: _create_or_replace_crd(ext, doc), docs))
-            log(f"created {len(names)} CRDs; waiting until Established")
-            deadline = time.monotonic() + timeout
-            pending = set(names)
-            while pending:
-                for name in sorted(pending):
-                    crd = ext.read_custom_resource_definition(name)
-                    conditions = (crd.status and crd.status.conditions) or []
-                    if any(c.type == "Established" and c.status == "True" for c in conditions):
-                        pending.discard(name)
-                if pending and time.monotonic() > deadline:
-                    raise TimeoutError(f"CRDs not Established in {timeout:.0f}s: {sorted(pending)}")
-                if pending:
-                    time.sleep(0.2)
-        log(f"{len(names)} CRDs Established")
-        return names
+        return install_crds(self.api_client, sources, timeout=timeout)
 
     def start_workspace_apiserver(
         self,
@@ -427,6 +402,42 @@ def as_body(manifest: Mapping[str, Any]) -> Any:
     """A manifest (dict) as a request body: the client serializes dicts as they are, though
     its signatures name model classes."""
     return manifest
+
+
+def install_crds(
+    api_client: Callable[[], k8s.ApiClient],
+    sources: Iterable[str] = DEFAULT_CRD_SOURCES,
+    *,
+    timeout: float = 120.0,
+) -> list[str]:
+    """Create (or replace) the CRDs of ``sources`` in the API server ``api_client()`` reaches;
+    wait until all are Established. Returns the CRD names."""
+    docs: list[dict[str, Any]] = []
+    for source in sources:
+        for path in tools.crd_files(source):
+            # The C loader: the Kyverno CRDs alone are megabytes of YAML.
+            for doc in yaml.load_all(path.read_text(), Loader=_YAML_LOADER):
+                if doc and doc.get("kind") == "CustomResourceDefinition":
+                    docs.append(doc)
+    with api_client() as api:
+        ext = k8s.ApiextensionsV1Api(api)
+        with ThreadPoolExecutor(4) as pool:
+            names = list(pool.map(lambda doc: _create_or_replace_crd(ext, doc), docs))
+        log(f"created {len(names)} CRDs; waiting until Established")
+        deadline = time.monotonic() + timeout
+        pending = set(names)
+        while pending:
+            for name in sorted(pending):
+                crd = ext.read_custom_resource_definition(name)
+                conditions = (crd.status and crd.status.conditions) or []
+                if any(c.type == "Established" and c.status == "True" for c in conditions):
+                    pending.discard(name)
+            if pending and time.monotonic() > deadline:
+                raise TimeoutError(f"CRDs not Established in {timeout:.0f}s: {sorted(pending)}")
+            if pending:
+                time.sleep(0.2)
+    log(f"{len(names)} CRDs Established")
+    return names
 
 
 def _create_or_replace_crd(ext: k8s.ApiextensionsV1Api, doc: dict[str, Any]) -> str:

@@ -27,7 +27,7 @@ import functools
 import hashlib
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +36,14 @@ from kubernetes import client as k8s
 from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 
-from api.testbed.cluster import HostCluster, WorkspaceApiServer, as_body, log
+from api.testbed.cluster import (
+    HostCluster,
+    WorkspaceApiServer,
+    api_client_from_kubeconfig,
+    as_body,
+    install_crds,
+    log,
+)
 
 HELM_GROUP, HELM_VERSION, HELM_PLURAL = "helm.toolkit.fluxcd.io", "v2", "helmreleases"
 CHART_NAME = "vcluster"
@@ -124,6 +131,9 @@ class VClusterStandIn:
 
     host: HostCluster
     resync: float = 5.0
+    # CRDs of the platform add-ons that run inside every vCluster (Knative Serving, Kyverno),
+    # installed into each workspace API server when it starts.
+    addon_crds: tuple[str, ...] = ()
     workspaces: dict[ReleaseRef, WorkspaceApiServer] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list, repr=False)
     _wake: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -135,8 +145,10 @@ class VClusterStandIn:
     _backoff: dict[ReleaseRef, tuple[int, float]] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def start(cls, host: HostCluster, *, resync: float = 5.0) -> VClusterStandIn:
-        standin = cls(host=host, resync=resync)
+    def start(
+        cls, host: HostCluster, *, resync: float = 5.0, addon_crds: Iterable[str] = ()
+    ) -> VClusterStandIn:
+        standin = cls(host=host, resync=resync, addon_crds=tuple(addon_crds))
         standin._spawn("vcluster-standin", standin._run)
         standin._spawn("watch-helmreleases", standin._watch_helmreleases)
         standin._spawn("watch-statefulsets", standin._watch_statefulsets)
@@ -315,6 +327,11 @@ class VClusterStandIn:
             current = None
         if current is None:
             current = self.host.start_workspace_apiserver(ref.server_name, args)
+            if self.addon_crds:
+                server = current
+                install_crds(
+                    lambda: api_client_from_kubeconfig(server.kubeconfig_bytes()), self.addon_crds
+                )
             with self._lock:
                 self.workspaces[ref] = current
         context = str((config.get("exportKubeConfig") or {}).get("context") or "vcluster")
