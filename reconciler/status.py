@@ -101,7 +101,11 @@ def object_state(obj: FluxObject) -> ObjectState:
         if ready_cond.status == "True":
             ready = True
         elif ready_cond.status == "False" and (
-            reconciling is None or reconciling.status != "True" or stalled is not None
+            reconciling is None
+            or reconciling.status != "True"
+            # Flux keeps Reconciling=True while it waits to retry a failed attempt.
+            or reconciling.reason == "ProgressingWithRetry"
+            or (stalled is not None and stalled.status == "True")
         ):
             ready = False
             failure = explain(kind, ready_cond.reason, ready_cond.message)

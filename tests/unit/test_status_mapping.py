@@ -143,6 +143,21 @@ def test_failed_attempt_at_a_revision_carrying_the_change_fails_it_and_a_fix_app
     assert status.change_outcome(B, [fixed], contains)[0] == "applied"  # type: ignore[index]
 
 
+def test_a_failure_flux_will_retry_is_still_a_failure() -> None:
+    retrying = kustomization(
+        ready="False",
+        reason="ReconciliationFailed",
+        message="LimitRange/cells/hexabase is invalid: spec.limits[0].default[cpu]: Invalid value",
+        applied=A,
+        attempted=B,
+    )
+    retrying["status"]["conditions"].append(
+        {"type": "Reconciling", "status": "True", "reason": "ProgressingWithRetry", "message": ""}
+    )
+    outcome = status.change_outcome(B, [retrying], contains)
+    assert outcome is not None and outcome[0] == "failed"
+
+
 def test_reconciling_is_not_a_failure() -> None:
     progressing = kustomization(ready="False", reason="Progressing", attempted=B, reconciling=True)
     assert status.object_state(progressing).ready is None
