@@ -350,3 +350,39 @@ def test_only_the_leader_acts_and_the_standby_takes_over(host: HostCluster, stac
             assert standby.synced
         finally:
             stop_watcher(standby, standby_thread)
+
+
+def test_a_resource_version_too_old_to_resume_from_is_gone_and_the_watcher_lists_again(
+    host: HostCluster, stack: Stack
+) -> None:
+    """The API server's watch cache starts at its own start: resourceVersion 1 is expired, as a
+    long-gone watcher's last version would be. The watcher must list again, not stall."""
+    from api.kube import FLUX_KINDS, Gone
+
+    api = FluxApi(str(host.kubeconfig))
+    kustomizations = next(k for k in FLUX_KINDS if k.kind == "Kustomization")
+    try:
+        with pytest.raises(Gone):
+            for _ in api.watch(kustomizations, "1", timeout_seconds=5):
+                pass
+        watcher = StatusWatcher(
+            api=api,
+            sessions=stack.sessions,
+            store=GitStore(stack.settings.repos_path, durability="none"),
+            watch_timeout=5,
+        )
+        relists: list[str] = []
+        original = watcher._relist
+
+        def counting_relist(kind: Any) -> str:
+            relists.append(kind.kind)
+            return original(kind) if len(relists) > 1 else "1"  # first: a stale version
+
+        watcher._relist = counting_relist  # type: ignore[method-assign]
+        thread = threading.Thread(target=watcher.watch_kind, args=(kustomizations,), daemon=True)
+        thread.start()
+        wait_for(lambda: len(relists) >= 2, timeout=20)  # 410 -> listed again
+        assert watcher.synced.get("Kustomization") is not None
+    finally:
+        watcher.stopping.set()
+        api.close()
