@@ -34,6 +34,8 @@ from api.testbed.testbed import Testbed as Bed
 from reconciler.gitstore import GitStore, Person
 
 T = TypeVar("T")
+# Each test waits on real controllers (a vCluster install, Flux retries): minutes, not seconds.
+pytestmark = pytest.mark.timeout(900)
 ENGINEER = Person("Eve Engineer", "eve@example.com")
 KUSTOMIZE = ("kustomize.toolkit.fluxcd.io", "v1", "kustomizations")
 

@@ -10,9 +10,13 @@ over when the leader stops."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -288,14 +292,23 @@ def test_workspace_to_ready_change_failed_then_fixed_with_history(
         assert org["id"]
 
 
-def test_watcher_restarted_after_a_burst_finds_every_change_final(
-    host: HostCluster, stack: Stack
+def watcher_process(host: HostCluster, stack: Stack, log: Path) -> subprocess.Popen[bytes]:
+    """`hexabase watcher` as its own process, as production runs it."""
+    env = {**stack.env, "HEXABASE_KUBECONFIG": str(host.kubeconfig)}
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "api.cli", "watcher"], env=env, stdout=out, stderr=out
+        )
+
+
+def test_watcher_killed_during_a_burst_finds_every_change_final_after_restart(
+    host: HostCluster, stack: Stack, tmp_path: Path
 ) -> None:
     flux = Flux(host)
     org_name, system, namespace = "stark", "stark--system", "stark--dev"
     with stack.client(stack.token("tony@example.com")) as client:
         client.post("/api/v1/organizations", json={"name": org_name})
-        first = stack.wait_change(
+        stack.wait_change(
             client,
             client.post(
                 f"/api/v1/organizations/{org_name}/workspaces",
@@ -306,30 +319,44 @@ def test_watcher_restarted_after_a_burst_finds_every_change_final(
             flux.namespace(ns)
         flux.create("Kustomization", system, "host", KUSTOMIZATION_SPEC)
         flux.create("Kustomization", namespace, "hexabase.workspace", KUSTOMIZATION_SPEC)
-        watcher, thread = start_watcher(host, stack)
-        flux.status("Kustomization", system, "host", **ready(first["commit_sha"]))
-        flux.status("Kustomization", namespace, "hexabase.workspace", **ready(first["commit_sha"]))
-        wait_for(lambda: change_state(stack, first["id"]).state == "applied")
-        stop_watcher(watcher, thread)  # killed mid-burst: everything below happens without it
-        burst = [
-            client.post(
-                f"/api/v1/organizations/{org_name}/workspaces/dev/projects", json={"name": f"p{i}"}
-            ).json()["change"]
-            for i in range(8)
-        ]
-        burst = [stack.wait_change(client, c) for c in burst]
-        last = burst[-1]["commit_sha"]
-        flux.status("Kustomization", system, "host", **ready(last))
-        flux.status("Kustomization", namespace, "hexabase.workspace", **ready(last))
-        assert all(change_state(stack, c["id"]).state == "committed" for c in burst)
-        watcher, thread = start_watcher(host, stack)
+        watcher = watcher_process(host, stack, tmp_path / "watcher.log")
+        burst = []
+        for i in range(10):
+            change = stack.wait_change(
+                client,
+                client.post(
+                    f"/api/v1/organizations/{org_name}/workspaces/dev/projects",
+                    json={"name": f"p{i}"},
+                ).json()["change"],
+            )
+            burst.append(change)
+            flux.status("Kustomization", system, "host", **ready(change["commit_sha"]))
+            flux.status(
+                "Kustomization", namespace, "hexabase.workspace", **ready(change["commit_sha"])
+            )
+            if i == 4:
+                watcher.send_signal(signal.SIGKILL)  # mid-burst, mid-whatever it was doing
+                assert watcher.wait(10) == -signal.SIGKILL
+        assert change_state(stack, burst[-1]["id"]).state == "committed"
+        restarted = watcher_process(host, stack, tmp_path / "watcher.log")
         try:
             wait_for(lambda: all(change_state(stack, c["id"]).state == "applied" for c in burst))
         finally:
-            stop_watcher(watcher, thread)
+            restarted.terminate()
+            restarted.wait(20)
+    with stack.sessions() as s:
+        applied = s.scalars(
+            select(m.StateEvent.entity_id).where(
+                m.StateEvent.entity == "change", m.StateEvent.state == "applied"
+            )
+        ).all()
+    for change in burst:  # each recorded once, however many times it was evaluated
+        assert list(applied).count(str(change["id"])) == 1
 
 
-def test_only_the_leader_acts_and_the_standby_takes_over(host: HostCluster, stack: Stack) -> None:
+def test_only_the_leader_acts_and_the_standby_takes_over(
+    host: HostCluster, stack: Stack, tmp_path: Path
+) -> None:
     flux = Flux(host)
     org_name, system = "oscorp", "oscorp--system"
     with stack.client(stack.token("norman@example.com")) as client:
@@ -338,18 +365,19 @@ def test_only_the_leader_acts_and_the_standby_takes_over(host: HostCluster, stac
         )
         flux.namespace(system)
         flux.create("Kustomization", system, "host", KUSTOMIZATION_SPEC)
-        leader, leader_thread = start_watcher(host, stack)
-        time.sleep(1.0)
-        standby, standby_thread = start_watcher(host, stack)
-        time.sleep(1.0)
-        assert leader.synced and not standby.synced  # the standby has not even listed
-        stop_watcher(leader, leader_thread)
-        flux.status("Kustomization", system, "host", **ready(first["commit_sha"]))
+        leader = watcher_process(host, stack, tmp_path / "leader.log")
+        wait_for(lambda: "this watcher is the leader" in (tmp_path / "leader.log").read_text())
+        standby = watcher_process(host, stack, tmp_path / "standby.log")
         try:
-            wait_for(lambda: change_state(stack, first["id"]).state == "applied")
-            assert standby.synced
+            wait_for(lambda: "standing by" in (tmp_path / "standby.log").read_text())
+            leader.send_signal(signal.SIGKILL)
+            leader.wait(10)
+            flux.status("Kustomization", system, "host", **ready(first["commit_sha"]))
+            wait_for(lambda: change_state(stack, first["id"]).state == "applied", timeout=30)
+            assert "this watcher is the leader" in (tmp_path / "standby.log").read_text()
         finally:
-            stop_watcher(standby, standby_thread)
+            standby.terminate()
+            standby.wait(20)
 
 
 def test_a_resource_version_too_old_to_resume_from_is_gone_and_the_watcher_lists_again(
