@@ -71,6 +71,9 @@ class FluxApi:
                 resource_version=resource_version,
                 allow_watch_bookmarks=True,
                 timeout_seconds=timeout_seconds,
+                # A read timeout past the server's own: a connection that went silent (the
+                # API server vanished without closing it) ends instead of hanging forever.
+                _request_timeout=(10, timeout_seconds + 15),
             ):
                 obj = event["object"] if isinstance(event["object"], dict) else {}
                 if event["type"] == "ERROR":

@@ -10,6 +10,7 @@ over when the leader stops."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -414,3 +415,98 @@ def test_a_resource_version_too_old_to_resume_from_is_gone_and_the_watcher_lists
     finally:
         watcher.stopping.set()
         api.close()
+
+
+class Forwarder:
+    """A TCP forwarder in front of the API server that the test can cut and restore: the API
+    server 'goes away' for the watcher, and comes back on the same address."""
+
+    def __init__(self, target_port: int) -> None:
+        import socket
+
+        self.target_port = target_port
+        self.server = socket.socket()
+        self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.server.bind(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.server.listen(64)
+        self.up = threading.Event()
+        self.up.set()
+        self.conns: list[Any] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while True:
+            client, _ = self.server.accept()
+            if not self.up.is_set():
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: Any, b: Any) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (a, b):
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+    def cut(self) -> None:
+        import socket
+
+        self.up.clear()
+        for sock in self.conns:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # wakes the pipes and sends FIN
+                sock.close()
+        self.conns = []
+
+    def restore(self) -> None:
+        self.up.set()
+
+
+def test_watcher_reconnects_when_the_api_server_comes_back(
+    host: HostCluster, stack: Stack, tmp_path: Path
+) -> None:
+    flux = Flux(host)
+    org_name, system = "cyberdyne", "cyberdyne--system"
+    port = int(host.url.rsplit(":", 1)[1])
+    forwarder = Forwarder(port)
+    kubeconfig = tmp_path / "via-forwarder.kubeconfig"
+    kubeconfig.write_text(host.kubeconfig.read_text().replace(f":{port}", f":{forwarder.port}"))
+    with stack.client(stack.token("miles@example.com")) as client:
+        first = stack.wait_change(
+            client, client.post("/api/v1/organizations", json={"name": org_name}).json()["change"]
+        )
+        flux.namespace(system)
+        flux.create("Kustomization", system, "host", KUSTOMIZATION_SPEC)
+        watcher = StatusWatcher(
+            api=FluxApi(str(kubeconfig)),
+            sessions=stack.sessions,
+            store=GitStore(stack.settings.repos_path, durability="none"),
+            watch_timeout=5,
+            recheck_every=3600,  # only the watch may notice the change
+        )
+        thread = threading.Thread(target=watcher.run, daemon=True)
+        thread.start()
+        try:
+            wait_for(lambda: len(watcher.synced) == 3)
+            forwarder.cut()  # the API server goes away
+            flux.status("Kustomization", system, "host", **ready(first["commit_sha"]))
+            time.sleep(3)
+            assert change_state(stack, first["id"]).state == "committed"
+            forwarder.restore()  # and comes back: the watcher reconnects and catches up
+            wait_for(lambda: change_state(stack, first["id"]).state == "applied", timeout=40)
+        finally:
+            watcher.stopping.set()
+            thread.join(10)
+            watcher.api.close()
