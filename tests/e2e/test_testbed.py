@@ -477,11 +477,12 @@ def test_rejected_manifest_is_a_failed_kustomization_and_a_refused_change_fails_
     # A change the cluster refuses (a LimitRange whose default exceeds its max): failed, with a
     # sentence a person can act on; the next change re-renders the quota file too.
     events: list[dict[str, Any]] = []
-    stop = threading.Event()
+    stop, subscribed = threading.Event(), threading.Event()
     reader = threading.Thread(
-        target=follow, args=(testbed, api, "umbrella", events, stop), daemon=True
+        target=follow, args=(testbed, api, "umbrella", events, stop, subscribed), daemon=True
     )
     reader.start()
+    assert subscribed.wait(10)  # no transition may fall before the stream is open
     bad = committed(
         api,
         api.patch(
@@ -527,7 +528,12 @@ def test_rejected_manifest_is_a_failed_kustomization_and_a_refused_change_fails_
 
 
 def follow(
-    testbed: Bed, api: httpx.Client, org: str, out: list[dict[str, Any]], stop: threading.Event
+    testbed: Bed,
+    api: httpx.Client,
+    org: str,
+    out: list[dict[str, Any]],
+    stop: threading.Event,
+    subscribed: threading.Event,
 ) -> None:
     """Collect an organization's server-sent events until `stop`."""
     headers = {"Authorization": api.headers["Authorization"]}
@@ -539,6 +545,7 @@ def follow(
         ):
             event = ""
             for line in response.iter_lines():
+                subscribed.set()  # the server's first line comes once it has subscribed
                 if stop.is_set():
                     return
                 if line.startswith("event: "):

@@ -754,7 +754,14 @@ def test_deleting_the_helmrelease_stops_the_workspace_apiserver(
     wait_for(lambda: not workspace.running, timeout=30, what="the workspace API server to stop")
     assert standin.workspace(WS_NAMESPACE, "vcluster") is None
     core = k8s.CoreV1Api(api)
-    with pytest.raises(ApiException) as err:
-        core.read_namespaced_secret("vc-vcluster", WS_NAMESPACE)
-    assert err.value.status == 404
+
+    def secret_gone() -> bool:
+        try:
+            core.read_namespaced_secret("vc-vcluster", WS_NAMESPACE)
+        except ApiException as error:
+            return error.status == 404
+        return False
+
+    # The stand-in stops the server, then deletes the Secrets it wrote: wait for both.
+    wait_for(secret_gone, timeout=30, what="the kubeconfig Secret to be deleted")
     note("figures: " + ", ".join(f"{k}={v:.1f}" for k, v in FIGURES.items()))
