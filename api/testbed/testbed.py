@@ -310,6 +310,19 @@ Stop with Ctrl-C or `./hexabase testbed down`.
         testbed.stop()
 
 
+def _alive(pid: int) -> bool:
+    """Running, and not a zombie waiting for its parent to reap it (it has finished)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def down(workdir: Path, *, timeout: float = 120.0) -> bool:
     """Stop a testbed started by `up` from another shell; True if one was running."""
     state_file = workdir.resolve() / STATE_FILE
@@ -323,9 +336,7 @@ def down(workdir: Path, *, timeout: float = 120.0) -> bool:
         return False
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _alive(pid):
             return True
         time.sleep(0.2)
     raise TimeoutError(f"testbed (pid {pid}) did not stop within {timeout:.0f} s")
