@@ -18,6 +18,11 @@ class NotFound(HTTPException):
         super().__init__(404, detail=f"{what} not found")
 
 
+class Conflict(HTTPException):
+    def __init__(self, message: str) -> None:
+        super().__init__(409, detail=message)
+
+
 class Forbidden(HTTPException):
     def __init__(self, message: str) -> None:
         super().__init__(403, detail=message)

@@ -21,7 +21,7 @@ ObjectKey = tuple[str, str, str]  # kind, namespace, name
 HOST_KUSTOMIZATION = "host"
 
 # Actions whose effect lives only in the host part of the repository.
-_HOST_ONLY = ("organization.", "workspace.delete")
+_HOST_ONLY = ("organization.", "workspace.delete", "workspace.purge")
 
 
 def system_namespace(org: str) -> str:
@@ -49,8 +49,12 @@ def evaluate(
     org: OrganizationStatus,
     objects: Mapping[ObjectKey, Mapping[str, object]],
     contains: Callable[[str, str], bool],
+    *,
+    complete: bool = True,
 ) -> list[Transition]:
-    """The transitions the current Flux objects imply for this organization."""
+    """The transitions the current Flux objects imply for this organization. `complete`: every
+    kind has been listed, so a missing object is really gone (only then is a deleting
+    workspace declared `deleted`)."""
     out: list[Transition] = []
     system = system_namespace(org.name)
     host = objects.get(("Kustomization", system, HOST_KUSTOMIZATION))
@@ -76,6 +80,10 @@ def evaluate(
         namespace = workspace_namespace(org.name, ws.name)
         release = objects.get(("HelmRelease", namespace, VCLUSTER_RELEASE))
         sync = objects.get(("Kustomization", namespace, WORKSPACE_KUSTOMIZATION))
+        if ws.state == "deleting" and release is None and sync is None:
+            if complete:
+                add("workspace", ws.id, "deleted", None)  # Flux removed its vCluster
+            continue
         state, failure = status.workspace_state(release, sync, deleting=ws.state == "deleting")
         if state == "ready" and source_failure is not None:
             state, failure = "degraded", source_failure

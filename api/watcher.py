@@ -55,7 +55,10 @@ class StatusWatcher:
         def contains(revision: str, commit: str) -> bool:
             return self.store.exists(org.id) and self.store.contains(org.id, revision, commit)
 
-        written = db_status.record(self.sessions, evaluate(org, snapshot, contains))
+        complete = len(self.synced) == len(FLUX_KINDS)
+        written = db_status.record(
+            self.sessions, evaluate(org, snapshot, contains, complete=complete)
+        )
         for transition in written:
             log.info(
                 "%s %s %s -> %s%s",

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.db import models as m
-from api.errors import Forbidden, NotFound
+from api.errors import Conflict, Forbidden, NotFound
 
 ROOT_GROUP = "WorkspaceMembers"
 ADMIN_GROUP = "WSAdmins"
@@ -104,6 +104,8 @@ def workspace_for(
         raise NotFound(f"workspace {org_name}/{ws_name}")
     if access < need:
         raise Forbidden(f"only WSAdmins of {org_name}/{ws_name} may change it")
+    if need == Access.MANAGE and workspace.state == "deleting":
+        raise Conflict(f"workspace {org_name}/{ws_name} is being deleted")
     if lock:
         session.execute(
             select(m.Organization.id).where(m.Organization.id == org.id).with_for_update()

@@ -103,20 +103,7 @@ def record(sessions: sessionmaker[Session], transitions: list[Transition]) -> li
     now = datetime.now(UTC)
     with sessions() as session, session.begin():
         for t in transitions:
-            if t.entity == "change":
-                result = session.execute(
-                    update(m.Change)
-                    .where(m.Change.id == int(t.entity_id), m.Change.state != t.state)
-                    .values(state=t.state, reason=t.reason, raw_status=t.raw, settled_at=now)
-                )
-            else:
-                model = m.Workspace if t.entity == "workspace" else m.Project
-                result = session.execute(
-                    update(model)
-                    .where(model.id == t.entity_id, model.state != t.state)
-                    .values(state=t.state, state_reason=t.reason)
-                )
-            if result.rowcount:  # type: ignore[attr-defined]
+            if _apply(session, t, now):
                 session.add(
                     m.StateEvent(
                         organization_id=t.organization_id,
@@ -131,6 +118,50 @@ def record(sessions: sessionmaker[Session], transitions: list[Transition]) -> li
                 )
                 written.append(t)
     return written
+
+
+def _apply(session: Session, t: Transition, now: datetime) -> bool:
+    """Update the row if its state really changes; whether it did."""
+    if t.entity == "workspace" and t.state == "deleted":
+        return _purge_workspace(session, t.entity_id)
+    if t.entity == "change":
+        statement = (
+            update(m.Change)
+            .where(m.Change.id == int(t.entity_id), m.Change.state != t.state)
+            .values(state=t.state, reason=t.reason, raw_status=t.raw, settled_at=now)
+        )
+    else:
+        model = m.Workspace if t.entity == "workspace" else m.Project
+        statement = (
+            update(model)
+            .where(model.id == t.entity_id, model.state != t.state)
+            .values(state=t.state, state_reason=t.reason)
+        )
+    return bool(session.execute(statement).rowcount)  # type: ignore[attr-defined]
+
+
+def _purge_workspace(session: Session, workspace_id: str) -> bool:
+    """Flux has removed a deleted workspace's vCluster: drop the row (its projects, groups and
+    bindings go with it) and record a change, so the worker re-renders the platform
+    repository without the workspace's namespace."""
+    workspace = session.get(m.Workspace, workspace_id)
+    if workspace is None or workspace.state != "deleting":
+        return False
+    org = session.get_one(m.Organization, workspace.organization_id)
+    session.add(
+        m.Change(
+            organization_id=workspace.organization_id,
+            actor_id=None,
+            actor_name="Hexabase",
+            actor_email="hexabase@localhost",
+            action="workspace.purge",
+            target=f"{org.name}/{workspace.name}",
+            request_id="status-watcher",
+            state="pending",
+        )
+    )
+    session.delete(workspace)
+    return True
 
 
 def history(sessions: sessionmaker[Session], entity: str, entity_id: str) -> list[m.StateEvent]:

@@ -42,7 +42,9 @@ def load_tenant_spec(
     """The whole desired state of one organization, in a stable order (by name)."""
     org = session.get_one(m.Organization, organization_id)
     workspaces = session.scalars(
-        select(m.Workspace).where(m.Workspace.organization_id == org.id).order_by(m.Workspace.name)
+        select(m.Workspace)
+        .where(m.Workspace.organization_id == org.id, m.Workspace.state != "deleting")
+        .order_by(m.Workspace.name)
     ).all()
     ws_ids = [w.id for w in workspaces]
     groups = session.scalars(select(m.Group).where(m.Group.workspace_id.in_(ws_ids))).all()

@@ -134,9 +134,12 @@ def delete_workspace(
     with db.begin():
         organization_for(db, ctx.user, org, lock=True)
         workspace = workspace_for(db, ctx.user, org, ws, Access.MANAGE)
-        public = workspace_public(workspace)
         change = change_for(db, ctx, workspace, "workspace.delete", f"{org}/{ws}")
-        db.delete(workspace)
+        # The row stays, `deleting`, until the status watcher sees Flux remove the vCluster;
+        # it is no longer rendered, so this commit removes the workspace from the repository.
+        workspace.state = "deleting"
+        workspace.state_reason = None
+        public = workspace_public(workspace)
     ctx.committed()
     return Changed(resource=public, change=change)
 

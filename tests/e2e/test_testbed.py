@@ -562,3 +562,31 @@ def test_testbed_memory_and_processes(testbed: Bed) -> None:
     assert 200 * 2**20 < rss < 12 * 2**30, rss
     assert all(p.running for p in testbed.hexabase)
     assert Path(testbed.host.kubeconfig).exists()
+
+
+def test_a_deleted_workspace_is_deleting_until_flux_removed_it_then_gone(
+    testbed: Bed, api: httpx.Client
+) -> None:
+    base = "/api/v1/organizations/wonka/workspaces"
+    committed(api, api.post("/api/v1/organizations", json={"name": "wonka"}))
+    created = committed(api, api.post(base, json={"name": "factory", "plan": "starter"}))
+    assert settled(api, created)["state"] == "applied"
+    eventually(lambda: api.get(f"{base}/factory").json()["state"] == "ready", "workspace ready")
+    deletion = api.delete(f"{base}/factory")
+    assert deletion.status_code == 200 and deletion.json()["resource"]["state"] == "deleting"
+    refused = api.post(f"{base}/factory/projects", json={"name": "late"})
+    assert refused.status_code == 409 and "being deleted" in refused.text
+    eventually(lambda: api.get(f"{base}/factory").status_code == 404, "workspace gone", timeout=240)
+    assert testbed.standin.workspace("wonka--factory", "vcluster") is None
+
+    def namespace_gone() -> bool:
+        with testbed.host.api_client() as host:
+            try:
+                k8s.CoreV1Api(host).read_namespace("wonka--factory")
+            except k8s.ApiException as error:
+                return error.status == 404
+        return False
+
+    eventually(namespace_gone, "host namespace wonka--factory removed by the platform repository")
+    history = api.get("/api/v1/organizations/wonka/changes").json()
+    assert "workspace.purge" in [c["action"] for c in history]

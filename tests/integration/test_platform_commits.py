@@ -26,6 +26,7 @@ import pytest
 from sqlalchemy import func, select
 
 from api.db import models as m
+from api.db import status
 from api.localstack import Stack, running_stack
 from api.settings import Settings
 from reconciler import yamlio
@@ -174,10 +175,27 @@ def test_creating_organization_and_workspace_commits_the_platform_repo(
         ))  # fmt: skip
         assert len(stack.store.log("platform", limit=100)) == commits
 
+        workspace_id = client.get(f"/api/v1/organizations/{ORG}/workspaces/{WS}").json()["id"]
         settle(stack, client, client.delete(f"/api/v1/organizations/{ORG}/workspaces/{WS}"))
+        # The namespace (and the SA helm-controller uninstalls as) stays while the vCluster is
+        # removed; it goes once the status watcher has seen Flux finish.
         namespaces = [d["metadata"]["name"] for d in tenant_documents(stack, ORG)
                       if d["kind"] == "Namespace"]  # fmt: skip
+        assert namespaces == ["acme--system", "acme--dev"]
+        org_id = client.get(f"/api/v1/organizations/{ORG}").json()["id"]
+        written = status.record(
+            stack.sessions, [status.Transition(org_id, "workspace", workspace_id, "deleted")]
+        )
+        assert len(written) == 1  # as the watcher records it
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            namespaces = [d["metadata"]["name"] for d in tenant_documents(stack, ORG)
+                          if d["kind"] == "Namespace"]  # fmt: skip
+            if namespaces == ["acme--system"]:
+                break
+            time.sleep(0.2)
         assert namespaces == ["acme--system"]
+        assert stack.store.log("platform", limit=1)[0].subject.startswith("workspace.purge")
 
 
 def test_receiver_gets_a_signed_push_event_after_each_tenant_commit(
