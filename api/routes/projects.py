@@ -179,6 +179,16 @@ def create_role(
     return Changed(resource=role_public(role), change=change)
 
 
+@router.get("/{project}/roles/{name}")
+def get_role(
+    org: str, ws: str, project: str, name: str, db: SessionDep, user: CurrentUser
+) -> ProjectRolePublic:
+    workspace = workspace_for(db, user, org, ws, Access.READ)
+    return role_public(
+        child_in(db, m.ProjectRole, project_in(db, workspace, project), name, "role")
+    )
+
+
 @router.put("/{project}/roles/{name}")
 def update_role(
     org: str,
@@ -243,6 +253,15 @@ def create_cronjob(
     return Changed(resource=CronJobPublic.model_validate(cronjob), change=change)
 
 
+@router.get("/{project}/cronjobs/{name}")
+def get_cronjob(
+    org: str, ws: str, project: str, name: str, db: SessionDep, user: CurrentUser
+) -> CronJobPublic:
+    workspace = workspace_for(db, user, org, ws, Access.READ)
+    row = child_in(db, m.CronJob, project_in(db, workspace, project), name, "cronjob")
+    return CronJobPublic.model_validate(row)
+
+
 @router.patch("/{project}/cronjobs/{name}")
 def update_cronjob(
     org: str, ws: str, project: str, name: str, body: CronJobUpdate, db: SessionDep, ctx: ContextDep
@@ -301,6 +320,15 @@ def create_function(
         )
     ctx.committed()
     return Changed(resource=FunctionPublic.model_validate(function), change=change)
+
+
+@router.get("/{project}/functions/{name}")
+def get_function(
+    org: str, ws: str, project: str, name: str, db: SessionDep, user: CurrentUser
+) -> FunctionPublic:
+    workspace = workspace_for(db, user, org, ws, Access.READ)
+    row = child_in(db, m.Function, project_in(db, workspace, project), name, "function")
+    return FunctionPublic.model_validate(row)
 
 
 @router.patch("/{project}/functions/{name}")

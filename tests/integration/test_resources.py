@@ -100,6 +100,14 @@ def test_roles_bindings_cronjobs_functions_render_and_projects_delete_cleanly(st
                 },
             ),
         )
+        project = f"{BASE}/projects/shop"
+        assert client.get(f"{project}/roles/deployer").json()["rules"][0]["verbs"] == [
+            "get",
+            "update",
+        ]
+        assert client.get(f"{project}/cronjobs/nightly").json()["schedule"] == "0 3 * * *"
+        assert client.get(f"{project}/functions/hello").json()["image"] == "ghcr.io/acme/hello:1"
+        assert client.get(f"{project}/functions/nope").status_code == 404
         read = lambda path: stack.store.read_file(org_id, path)  # noqa: E731
         shop = f"workspaces/{WS}/projects/shop"
         role = read(f"{shop}/roles/deployer.yaml")
