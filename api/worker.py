@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 
 from api.db import outbox
 from api.db.outbox import PendingChange
@@ -99,7 +100,7 @@ class Committer:
         issuer_url: str,
         vcluster_chart_version: str,
         vcluster_chart_repository: str = "https://charts.loft.sh",
-        renderer: Callable[[TenantSpec], dict[object, bytes]] | None = None,
+        renderer: Callable[[TenantSpec], dict[PurePosixPath, bytes]] | None = None,
         git_base_url: str = "",
         notifier: Notifier | None = None,
     ) -> None:
@@ -169,7 +170,7 @@ class Committer:
                 mark = time.perf_counter()
                 result = self.store.commit_rendered(
                     organization_id,
-                    rendered,  # type: ignore[arg-type]
+                    rendered,
                     is_managed=is_managed,
                     author=Person(todo[0].actor_name or todo[0].actor_email, todo[0].actor_email),
                     subject=commit_subject(todo),
