@@ -33,7 +33,12 @@ from reconciler.gitstore import (
     RepositoryExistsError,
     TenantRepoStore,
 )
-from reconciler.platform import PLATFORM_REPO_ID, render_platform, tenant_receiver
+from reconciler.platform import (
+    PLATFORM_RECEIVER,
+    PLATFORM_REPO_ID,
+    render_platform,
+    tenant_receiver,
+)
 from reconciler.platform import is_managed as is_platform_managed
 from reconciler.platform import skeleton_files as platform_skeleton_files
 from reconciler.render import is_managed, render, skeleton_files
@@ -126,6 +131,13 @@ class Committer:
                 revision=outcome.sha,
                 change_ids=outcome.committed + outcome.recovered,
             )
+            if outcome.platform_sha is not None:  # a new namespace list: Flux should see it now
+                self.notifier.repository_moved(
+                    PLATFORM_RECEIVER,
+                    repository=PLATFORM_REPO_ID,
+                    revision=outcome.platform_sha,
+                    change_ids=outcome.committed + outcome.recovered,
+                )
             outcome.timings["notify"] = time.perf_counter() - mark
         return outcome
 

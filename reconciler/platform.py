@@ -53,6 +53,11 @@ class ReceiverRef:
     namespace: str
 
 
+# The platform repository's own Receiver, beside the GitRepository Flux is bootstrapped with
+# (`platform` in flux-system); it reads its token from the same Secret name as the tenants'.
+PLATFORM_RECEIVER = ReceiverRef(name="platform", namespace="flux-system")
+
+
 def tenant_receiver(organization_name: str) -> ReceiverRef:
     """The Receiver of an organization's tenant repository: named after the organization (as
     its GitRepository is), in `<org>--system`."""

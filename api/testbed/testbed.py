@@ -32,6 +32,7 @@ from api.testbed.processes import ManagedProcess
 from api.testbed.vcluster import VClusterStandIn
 from reconciler.gitstore import GitStore, Person
 from reconciler.platform import (
+    PLATFORM_RECEIVER,
     PLATFORM_REPO_ID,
     is_managed,
     receiver_token_secret,
@@ -191,6 +192,27 @@ class Testbed:
             _create(
                 lambda: custom.create_namespaced_custom_object(
                     "kustomize.toolkit.fluxcd.io", "v1", FLUX_SYSTEM, "kustomizations", sync
+                )
+            )
+            # The platform repository's Receiver: the worker notifies it after each platform
+            # commit, so a new organization's namespaces appear at once (polling stays on).
+            secret = receiver_token_secret("platform", self.env["HEXABASE_RECEIVER_TOKEN"])
+            secret["metadata"]["namespace"] = PLATFORM_RECEIVER.namespace
+            _create(lambda: core.create_namespaced_secret(FLUX_SYSTEM, as_body(secret)))
+            receiver = {
+                "apiVersion": "notification.toolkit.fluxcd.io/v1",
+                "kind": "Receiver",
+                "metadata": {"name": PLATFORM_RECEIVER.name, "namespace": FLUX_SYSTEM},
+                "spec": {
+                    "type": "github",
+                    "events": ["push"],
+                    "secretRef": {"name": secret["metadata"]["name"]},
+                    "resources": [{"kind": "GitRepository", "name": PLATFORM}],
+                },
+            }
+            _create(
+                lambda: custom.create_namespaced_custom_object(
+                    "notification.toolkit.fluxcd.io", "v1", FLUX_SYSTEM, "receivers", receiver
                 )
             )
 

@@ -590,3 +590,21 @@ def test_a_deleted_workspace_is_deleting_until_flux_removed_it_then_gone(
     eventually(namespace_gone, "host namespace wonka--factory removed by the platform repository")
     history = api.get("/api/v1/organizations/wonka/changes").json()
     assert "workspace.purge" in [c["action"] for c in history]
+
+
+def test_platform_commits_notify_the_platform_receiver(testbed: Bed, api: httpx.Client) -> None:
+    """A new organization's namespaces should not wait for the platform repository's polling:
+    after a platform commit the worker notifies its Receiver, which asks Flux to fetch."""
+
+    def requested_at() -> str | None:
+        with testbed.host.api_client() as host:
+            source = k8s.CustomObjectsApi(host).get_namespaced_custom_object(
+                "source.toolkit.fluxcd.io", "v1", "flux-system", "gitrepositories", "platform"
+            )
+        annotations = source["metadata"].get("annotations") or {}
+        value = annotations.get("reconcile.fluxcd.io/requestedAt")
+        return str(value) if value else None
+
+    before = requested_at()
+    committed(api, api.post("/api/v1/organizations", json={"name": "soylent"}))
+    eventually(lambda: requested_at() not in (None, before), "the platform Receiver triggered")
