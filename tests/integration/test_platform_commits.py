@@ -30,6 +30,7 @@ from api.db import status
 from api.localstack import Stack, running_stack
 from api.settings import Settings
 from reconciler import yamlio
+from reconciler.platform import PLATFORM_REPO_ID
 
 TOKEN = "receiver-token-for-tests-0123456789"
 GIT_BASE_URL = "http://git.hexabase.test/repos"
@@ -60,6 +61,11 @@ class Receiver:
 def expected_path(org_name: str) -> str:
     # Flux: "/hook/" + hex(sha256(token + receiver name + receiver namespace)).
     digest = hashlib.sha256(f"{TOKEN}{org_name}{org_name}--system".encode()).hexdigest()
+    return f"/hook/{digest}"
+
+
+def platform_path() -> str:
+    digest = hashlib.sha256(f"{TOKEN}platformflux-system".encode()).hexdigest()
     return f"/hook/{digest}"
 
 
@@ -211,8 +217,16 @@ def test_receiver_gets_a_signed_push_event_after_each_tenant_commit(
         changes.append(settle(stack, client, client.post(
             f"/api/v1/organizations/{ORG}/workspaces/{WS}/projects", json={"name": "web"}
         )))  # fmt: skip
-    events = receiver.wait_for(len(changes))
-    assert len(events) == len(changes), events
+    # Organization and workspace creation also move the platform repository: its Receiver is
+    # told too (two events), after the tenant's own.
+    everything = receiver.wait_for(len(changes) + 2)
+    events = [e for e in everything if e["path"] == expected_path(ORG)]
+    platform = [e for e in everything if e["path"] != expected_path(ORG)]
+    assert len(events) == len(changes), everything
+    platform_head = stack.store.head(PLATFORM_REPO_ID)
+    assert [e["body"]["repository"]["name"] for e in platform] == [PLATFORM_REPO_ID] * 2
+    assert platform[-1]["body"]["after"] == platform_head
+    assert all(e["valid"] and e["path"] == platform_path() for e in platform), platform
     for event, change in zip(events, changes, strict=True):
         assert event["valid"], event
         assert event["path"] == expected_path(ORG)
