@@ -722,7 +722,10 @@ def test_a_workspace_apiserver_that_cannot_start_fails_the_helmrelease(
     def failed() -> Mapping[str, Any] | None:
         hr = objects.get_or_none(HELM_RELEASE, namespace, "vcluster")
         ready = condition(hr) if hr else None
-        return ready if ready and ready["status"] == "False" else None
+        # SourceNotReady comes first while its new HelmRepository is fetched: not the verdict.
+        if ready and ready["status"] == "False" and ready["reason"] != "SourceNotReady":
+            return ready
+        return None
 
     ready = wait_for(failed, timeout=90, what="HelmRelease acme--broken/vcluster Ready=False")
     note(f"failed vCluster: {ready['reason']}: {ready['message'][:160]}")
