@@ -10,7 +10,6 @@ import queue
 import subprocess
 import sys
 import threading
-import time
 from typing import Any
 
 import httpx
@@ -30,6 +29,8 @@ def read_events(
             assert response.headers["content-type"].startswith("text/event-stream")
             event = ""
             for line in response.iter_lines():
+                if line == ": subscribed":
+                    out.put({"subscribed": True})
                 if line.startswith("event: "):
                     event = line[len("event: ") :]
                 elif line.startswith("data: ") and event == "state":
@@ -105,7 +106,7 @@ def test_organization_stream_delivers_transitions_in_order(stack: Stack) -> None
             daemon=True,
         )
         reader.start()
-        time.sleep(0.5)  # let the stream subscribe
+        assert events.get(timeout=10) == {"subscribed": True}  # the server has subscribed
         states = ["provisioning", "degraded", "ready", "deleting"]
         publish(
             stack,
@@ -156,7 +157,10 @@ def test_cli_watch_follows_a_change_and_exits_by_its_outcome(stack: Stack) -> No
             stdout=subprocess.PIPE,
             text=True,
         )
-        time.sleep(1.5)  # subscribed and printed the current state
+        # The header and the current state are printed once the stream is subscribed.
+        assert watcher.stdout is not None
+        printed = [watcher.stdout.readline(), watcher.stdout.readline()]
+        assert "committed as" in printed[1], printed
         publish(
             stack,
             change_id,
@@ -171,7 +175,8 @@ def test_cli_watch_follows_a_change_and_exits_by_its_outcome(stack: Stack) -> No
                 }
             ],
         )
-        out, _ = watcher.communicate(timeout=30)
+        rest, _ = watcher.communicate(timeout=30)
+        out = "".join(printed) + rest
         assert watcher.returncode == (0 if state == "applied" else 1), out
         lines = out.splitlines()
         assert "committed as" in out and lines[-1 if state == "applied" else -2].endswith(
