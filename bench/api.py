@@ -22,12 +22,7 @@ from api.db.migrate import upgrade
 from api.embedded import EmbeddedNats, EmbeddedPostgres
 from api.localstack import running_stack
 from api.settings import get_settings
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
+from bench.stats import percentile
 
 
 def main() -> None:

@@ -29,17 +29,13 @@ from api.db.session import make_engine, make_sessionmaker
 from api.db.users import create_token
 from api.testbed.cluster import api_client_from_kubeconfig
 from api.testbed.testbed import Testbed
+from bench.stats import percentile
 
 ORG, WS, PROJECT = "bench", "ws", "jobs"
 
 
 def log(message: str) -> None:
     print(f"bench.apply: {message}", file=sys.stderr, flush=True)
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
 def wait(probe: Any, what: str, timeout: float = 300) -> Any:

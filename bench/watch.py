@@ -38,11 +38,7 @@ from api.embedded import EmbeddedNats, EmbeddedPostgres
 from api.localstack import running_stack
 from api.settings import get_settings
 from api.testbed.cluster import HostCluster
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+from bench.stats import percentile
 
 
 def log(message: str) -> None:
